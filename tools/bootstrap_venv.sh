@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Create/refresh the project's Python 3.12 virtualenv (.venv) idempotently.
+# Skips work already done: the install is redone only when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+find_python312() {
+  if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return 0; fi
+  if command -v python3.12 >/dev/null 2>&1 && python3.12 -c 'import sys' >/dev/null 2>&1; then
+    command -v python3.12; return 0
+  fi
+  if command -v pyenv >/dev/null 2>&1; then
+    for p in "$(pyenv root)"/versions/3.12*/bin/python3.12; do
+      [ -x "$p" ] && { echo "$p"; return 0; }
+    done
+  fi
+  for p in /usr/bin/python3.12 /usr/local/bin/python3.12; do
+    [ -x "$p" ] && { echo "$p"; return 0; }
+  done
+  return 1
+}
+
+stamp="$VENV/.vla_isaac_installed"
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  PY=$(find_python312) || {
+    echo "error: Python 3.12 not found (Isaac Lab 3.0 needs it). Install it (e.g. 'pyenv install 3.12' or 'apt-get install python3.12 python3.12-venv') or set PYTHON=/path/to/python3.12." >&2
+    exit 1
+  }
+  echo "[bootstrap] creating $VENV with $PY"
+  "$PY" -m venv "$VENV"
+fi
+echo "[bootstrap] installing vla-isaac (isaaclab==3.0.0 and friends; first time takes ~3 min, ~8 GB)"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e ".[dev]"
+echo "$want" > "$stamp"
+echo "[bootstrap] done"
