@@ -1,0 +1,247 @@
+"""VLAPolicy: a trained VLA checkpoint driving an Isaac Lab environment.
+
+``actions = policy(obs)`` works in any Isaac Lab script. The policy turns the env's ``policy``
+observation group into model inputs through the checkpoint's key mapping and the same image
+preprocessing as training (``vla.data``), calls the model once per replanning step for all envs that
+need a new chunk, and executes the first ``replan_every`` actions of each 16-step chunk (optionally
+averaging overlapping chunks, ACT-style temporal ensembling).
+
+The constructor checks that the env can execute what the checkpoint was trained for: a 7-dim action
+made of a relative differential-IK arm term (6) and a binary gripper term (1), and that every
+observation key the key mapping reads exists. Mismatches raise one-line errors naming the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from vla.checkpoint import load_vla_for_inference
+from vla.data.key_mapping import KeyMapping, build_proprio
+from vla.data.preprocess import resize_images
+
+POLICY_OBS_GROUP = "policy"
+
+
+class PolicyEnvMismatchError(ValueError):
+    """The env's actions or observations don't match what the checkpoint was trained on."""
+
+
+class ActionLayoutError(PolicyEnvMismatchError):
+    pass
+
+
+class ObservationKeyError(PolicyEnvMismatchError):
+    pass
+
+
+def check_action_layout(term_dims: Sequence[tuple[str, object, int]], action_dim: int, where: str) -> None:
+    """Check (name, term, dim) triples form [relative IK arm (action_dim-1), binary gripper (1)]."""
+    from isaaclab.envs.mdp.actions.binary_joint_actions import BinaryJointAction
+    from isaaclab.envs.mdp.actions.task_space_actions import DifferentialInverseKinematicsAction
+
+    total = sum(d for _, _, d in term_dims)
+    layout = ", ".join(f"{n}:{type(t).__name__}({d})" for n, t, d in term_dims)
+    fix = "use a task whose actions are [DifferentialInverseKinematicsAction (relative pose, 6), BinaryJointAction (1)], e.g. Lift-Cube or Stack-Cube"
+    if total != action_dim:
+        raise ActionLayoutError(
+            f"{where}: action dim {total} ({layout}) but the checkpoint predicts {action_dim}-dim actions; {fix}"
+        )
+    if len(term_dims) != 2:
+        raise ActionLayoutError(f"{where}: expected 2 action terms (arm, gripper), got [{layout}]; {fix}")
+    (arm_name, arm, arm_dim), (grip_name, grip, grip_dim) = term_dims
+    relative = getattr(getattr(getattr(arm, "cfg", None), "controller", None), "use_relative_mode", False)
+    if not isinstance(arm, DifferentialInverseKinematicsAction) or not relative or arm_dim != action_dim - 1:
+        raise ActionLayoutError(f"{where}: arm term '{arm_name}' must be relative-pose differential IK ({action_dim - 1} dims), got [{layout}]; {fix}")
+    if not isinstance(grip, BinaryJointAction) or grip_dim != 1:
+        raise ActionLayoutError(f"{where}: gripper term '{grip_name}' must be a 1-dim BinaryJointAction, got [{layout}]; {fix}")
+
+
+def env_policy_obs_keys(env) -> list[str]:
+    """Names of the terms of the env's ``policy`` observation group."""
+    om = env.observation_manager
+    if POLICY_OBS_GROUP not in om.active_terms:
+        raise ObservationKeyError(f"env has no '{POLICY_OBS_GROUP}' observation group (groups: {list(om.active_terms)})")
+    return list(om.active_terms[POLICY_OBS_GROUP])
+
+
+class VLAPolicy:
+    """Closed-loop VLA control of a batch of Isaac Lab envs.
+
+    Args:
+        checkpoint: checkpoint folder (see ``vla.checkpoint``) or an already loaded ``VLAModel``
+            (then ``key_mapping`` and ``instruction`` must be given).
+        env: the ``ManagerBasedRLEnv`` (used for the layout checks and ``num_envs``); ``None`` skips
+            the checks (for the action term, which checks its own sub-terms).
+        replan_every: actions executed from each chunk before the model is called again (1..16).
+        temporal_ensemble: average all overlapping chunk predictions for the current step, with
+            weights ``exp(-ensemble_decay * age)`` (ACT); the model is still called every ``replan_every`` steps.
+        action_clip: actions are clipped to ``[-action_clip, action_clip]`` (Isaac Lab's action space is
+            unbounded; with the IK scale of 0.5 a unit action is a 5 cm / 0.5 rad step).
+        dtype: float32 or bfloat16 for the model (inputs/outputs stay float32).
+        seed: seeds the flow-matching noise so evaluation runs are reproducible.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | torch.nn.Module,
+        env=None,
+        *,
+        replan_every: int = 8,
+        temporal_ensemble: bool = False,
+        ensemble_decay: float = 0.1,
+        num_flow_steps: int | None = None,
+        action_clip: float = 1.0,
+        instruction: str | None = None,
+        key_mapping: KeyMapping | Mapping | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        num_envs: int | None = None,
+    ):
+        if isinstance(checkpoint, torch.nn.Module):
+            self.model = checkpoint
+            meta = {}
+        else:
+            from vla.checkpoint import read_checkpoint_config
+
+            device = device or (env.device if env is not None else "cpu")
+            self.model = load_vla_for_inference(checkpoint, device=device, dtype=dtype)
+            meta = read_checkpoint_config(checkpoint)
+        self.model.eval()
+        self.device = torch.device(device or next(self.model.parameters()).device)
+        mapping = key_mapping if key_mapping is not None else meta.get("key_mapping")
+        if mapping is None:
+            raise ValueError(f"{checkpoint}: checkpoint has no key_mapping; pass key_mapping=")
+        self.key_mapping = mapping if isinstance(mapping, KeyMapping) else KeyMapping.from_dict(dict(mapping))
+        self.instruction = instruction or meta.get("instruction") or self.key_mapping.instruction
+        if not self.instruction:
+            raise ValueError("no instruction: pass instruction= or train with one")
+        cfg = self.model.cfg
+        self.chunk = int(cfg.num_queries)
+        self.action_dim = int(cfg.action_dim)
+        self.image_size = tuple(cfg.image_size)
+        if not 1 <= replan_every <= self.chunk:
+            raise ValueError(f"replan_every must be in [1, {self.chunk}], got {replan_every}")
+        self.replan_every = replan_every
+        self.temporal_ensemble = temporal_ensemble
+        self.ensemble_decay = ensemble_decay
+        self.num_flow_steps = num_flow_steps
+        self.action_clip = action_clip
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.num_model_calls = 0
+
+        if env is not None:
+            am = env.action_manager
+            terms = [(n, am.get_term(n), d) for n, d in zip(am.active_terms, am.action_term_dim)]
+            check_action_layout(terms, self.action_dim, where=f"env {type(env.cfg).__name__}")
+            self.check_observation_keys(env_policy_obs_keys(env), where=f"env {type(env.cfg).__name__}")
+            num_envs = env.num_envs
+        self.num_envs = num_envs or 1
+        self._allocate(self.num_envs)
+
+    # ------------------------------------------------------------------ checks / inputs
+    def required_obs_keys(self) -> list[str]:
+        km = self.key_mapping
+        return [km.context_image, km.wrist_image] + [k for k, _ in km.proprio]
+
+    def check_observation_keys(self, available: Sequence[str], where: str = "env") -> None:
+        missing = [k for k in self.required_obs_keys() if k not in available]
+        if missing:
+            raise ObservationKeyError(
+                f"{where}: observation group '{POLICY_OBS_GROUP}' lacks {missing} required by the checkpoint's key "
+                f"mapping (has {sorted(available)}); add these observation terms or train with a matching key mapping"
+            )
+
+    def prepare_inputs(self, obs: Mapping) -> dict:
+        """Env observation dict (``obs`` or ``obs['policy']``) -> model inputs, exactly as in training."""
+        group = obs[POLICY_OBS_GROUP] if POLICY_OBS_GROUP in obs else obs
+        km = self.key_mapping
+        missing = [k for k in self.required_obs_keys() if k not in group]
+        if missing:
+            raise ObservationKeyError(f"observation lacks {missing} required by the key mapping; available: {sorted(group)}")
+        ctx = resize_images(_to_cpu(group[km.context_image]), self.image_size)
+        wrist = resize_images(_to_cpu(group[km.wrist_image]), self.image_size)
+        proprio = build_proprio({k: _to_cpu(group[k]) for k, _ in km.proprio}, km)
+        proprio = torch.as_tensor(proprio, dtype=torch.float32)
+        n = proprio.shape[0]
+        return {"context_image": ctx, "wrist_image": wrist, "proprio": proprio, "instruction": [self.instruction] * n}
+
+    # ------------------------------------------------------------------ control
+    def _allocate(self, n: int) -> None:
+        self.num_envs = n
+        # chunk buffer: predictions[i, j] = action for step (t_made[i] + j); for ensembling keep the last 16 chunks
+        self._queue = torch.zeros(n, self.chunk, self.action_dim)
+        self._queue_pos = torch.full((n,), self.chunk, dtype=torch.long)  # chunk exhausted -> replan
+        self._since_plan = torch.full((n,), self.replan_every, dtype=torch.long)
+        self._history: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(n)]
+        self._t = torch.zeros(n, dtype=torch.long)
+
+    def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
+        """Clear the action queues of ``env_ids`` (all when None): call it when those envs reset."""
+        ids = range(self.num_envs) if env_ids is None else [int(i) for i in torch.as_tensor(env_ids).flatten().tolist()]
+        for i in ids:
+            self._queue_pos[i] = self.chunk
+            self._since_plan[i] = self.replan_every
+            self._history[i] = []
+            self._t[i] = 0
+
+    @torch.no_grad()
+    def predict_chunk(self, inputs: dict) -> torch.Tensor:
+        """One batched model call -> (B, 16, 7) float32 on the CPU."""
+        self.num_model_calls += 1
+        kw = {"generator": self.generator}
+        if self.num_flow_steps is not None:
+            kw["num_steps"] = self.num_flow_steps
+        out = self.model.predict_action(
+            inputs["context_image"], inputs["wrist_image"], inputs["instruction"], inputs["proprio"].to(self.device), **kw
+        )
+        return out.float().cpu()
+
+    @torch.no_grad()
+    def __call__(self, obs: Mapping) -> torch.Tensor:
+        inputs = self.prepare_inputs(obs)
+        n = inputs["proprio"].shape[0]
+        if n != self.num_envs:
+            self._allocate(n)
+        need = (self._since_plan >= self.replan_every) | (self._queue_pos >= self.chunk)
+        if need.any():
+            idx = need.nonzero().flatten()
+            sub = {k: (v[idx] if torch.is_tensor(v) else [v[i] for i in idx.tolist()]) for k, v in inputs.items()}
+            chunks = self.predict_chunk(sub)
+            self._queue[idx] = chunks
+            self._queue_pos[idx] = 0
+            self._since_plan[idx] = 0
+            if self.temporal_ensemble:
+                for j, i in enumerate(idx.tolist()):
+                    self._history[i].append((int(self._t[i]), chunks[j]))
+        actions = self._queue[torch.arange(n), self._queue_pos.clamp(max=self.chunk - 1)].clone()
+        if self.temporal_ensemble:
+            for i in range(n):
+                t = int(self._t[i])
+                hist = [(t0, c) for t0, c in self._history[i] if t - t0 < self.chunk]
+                self._history[i] = hist
+                preds = torch.stack([c[t - t0] for t0, c in hist])
+                ages = torch.tensor([float(t - t0) for t0, _ in hist])
+                w = torch.exp(-self.ensemble_decay * ages)
+                actions[i] = (w[:, None] * preds).sum(0) / w.sum()
+        self._queue_pos += 1
+        self._since_plan += 1
+        self._t += 1
+        actions = actions.clamp(-self.action_clip, self.action_clip)
+        return actions.to(self._out_device(obs))
+
+    def _out_device(self, obs) -> torch.device:
+        group = obs[POLICY_OBS_GROUP] if POLICY_OBS_GROUP in obs else obs
+        for v in group.values():
+            if torch.is_tensor(v):
+                return v.device
+        return torch.device("cpu")
+
+
+def _to_cpu(x):
+    if hasattr(x, "torch"):  # Isaac Lab ProxyArray
+        x = x.torch
+    return x.detach().cpu() if torch.is_tensor(x) else torch.as_tensor(x)

@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Headless batch evaluation of a VLA checkpoint (or the scripted expert) in an Isaac Lab task.
+
+Examples::
+
+    python scripts/eval_vla.py --task Lift-Cube --checkpoint outputs/lift_tiny/final --num_episodes 100 --num_envs 8
+    python scripts/eval_vla.py --task Lift-Cube --policy expert --num_episodes 50        # reference row
+    torchrun --nproc_per_node 2 scripts/eval_vla.py --task Lift-Cube --checkpoint CKPT   # episodes sharded over processes
+    isaaclab -p scripts/eval_vla.py --task Stack-Cube --checkpoint CKPT --device cuda:0
+
+Writes to ``--output`` (default ``outputs/eval/<task>-<policy>-<time>``): ``episodes.jsonl`` (one JSON
+line per episode), ``summary.json`` (success rate with its 95% Wilson interval, mean episode length,
+outcomes) and ``videos/episode_NNN.mp4`` (both cameras side by side, env 0's first episodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, help="task id, e.g. Lift-Cube or Stack-Cube")
+    p.add_argument("--policy", default="vla", choices=["vla", "expert", "zero", "random"], help="controller to evaluate")
+    p.add_argument("--checkpoint", help="checkpoint folder (for --policy vla)")
+    p.add_argument("--num_episodes", type=int, default=100, help="episodes to evaluate (over all processes)")
+    p.add_argument("--num_envs", type=int, default=1, help="parallel envs per process (1 uses MuJoCo-C, the fastest on a CPU)")
+    p.add_argument("--seed", type=int, default=0, help="seed of env randomisation and flow-matching noise")
+    p.add_argument("--replan_every", type=int, default=8, help="actions executed per predicted 16-step chunk")
+    p.add_argument("--temporal_ensemble", action="store_true", help="average overlapping chunks (ACT-style)")
+    p.add_argument("--flow_steps", type=int, default=None, help="Euler steps of the flow sampler (default: checkpoint's)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--instruction", default=None, help="override the instruction given to the policy")
+    p.add_argument("--backend", default="auto", help="physics backend: auto, mujoco_c, mjwarp or physx")
+    p.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"), help="camera resolution")
+    p.add_argument("--episode_length_s", type=float, default=None, help="override the task's episode length")
+    p.add_argument("--videos", type=int, default=2, help="mp4 videos of the first N episodes of env 0 (0: none)")
+    p.add_argument("--output", default=None, help="output folder")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    try:
+        from isaaclab.app import add_launcher_args
+
+        add_launcher_args(p)  # --device, --viz, ...
+    except Exception:  # noqa: BLE001 - isaaclab absent: the import error below says what to do
+        p.add_argument("--device", default="cpu")
+    return p
+
+
+def dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def shard(total: int, rank: int, world: int) -> int:
+    return total // world + (1 if rank < total % world else 0)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    rank, world = dist_info()
+    if args.policy == "vla" and not args.checkpoint:
+        print("error: --policy vla needs --checkpoint CKPT (train one: python scripts/train.py --config "
+              "config/training/lift_tiny_cpu.yaml, or run `make demo`); use --policy expert for the reference row",
+              file=sys.stderr)
+        return 2
+    if args.checkpoint and not Path(args.checkpoint).is_dir():
+        print(f"error: checkpoint folder {args.checkpoint} does not exist", file=sys.stderr)
+        return 2
+
+    import torch
+
+    from vla.eval.metrics import summarize
+
+    from vla_isaac.envs import make_env, make_env_cfg, resolve_task
+    from vla_isaac.evaluation import make_controller, run_episodes, write_video
+
+    try:
+        task = resolve_task(args.task)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output or f"outputs/eval/{args.task}-{args.policy}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    seed = args.seed + 1000 * rank
+    torch.manual_seed(seed)
+    cfg_kw = {}
+    if args.image_size:
+        cfg_kw["image_size"] = tuple(args.image_size)
+    device = getattr(args, "device", None) or "cpu"
+    cfg = make_env_cfg(task, num_envs=args.num_envs, device=device, backend=args.backend, seed=seed, **cfg_kw)
+    if args.episode_length_s:
+        cfg.episode_length_s = args.episode_length_s
+    env = make_env(cfg, launcher_args=args)
+    try:
+        policy_kw = {}
+        if args.policy == "vla":
+            policy_kw = dict(
+                replan_every=args.replan_every,
+                temporal_ensemble=args.temporal_ensemble,
+                num_flow_steps=args.flow_steps,
+                dtype=getattr(torch, args.dtype),
+                instruction=args.instruction,
+            )
+        try:
+            ctrl = make_controller(args.policy, env, checkpoint=args.checkpoint, seed=seed, **policy_kw)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        n_mine = shard(args.num_episodes, rank, world)
+        episodes_path = out / (f"episodes.rank{rank}.jsonl" if world > 1 else "episodes.jsonl")
+        tmp = episodes_path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w") as f:
+            res = run_episodes(
+                env, ctrl, n_mine, video_episodes=args.videos if rank == 0 else 0, seed=seed, rank=rank,
+                progress=not args.no_progress and rank == 0,
+                on_episode=lambda r: (f.write(json.dumps(r.to_json()) + "\n"), f.flush()),
+            )
+        os.replace(tmp, episodes_path)
+        for k, frames in sorted(res.videos.items()):
+            write_video(frames, out / "videos" / f"episode_{k:03d}.mp4")
+        meta = dict(
+            task=args.task, policy=args.policy, checkpoint=args.checkpoint, seed=args.seed, num_envs=args.num_envs,
+            world_size=world, replan_every=args.replan_every, temporal_ensemble=args.temporal_ensemble,
+            env_steps_per_s=res.env_steps * args.num_envs / max(res.wall_s, 1e-9), wall_s=res.wall_s,
+        )
+    finally:
+        env.close()
+
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+        dist.barrier()
+        if rank == 0:
+            _merge_shards(out, world)
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
+    summary = summarize(_load_episodes(out / "episodes.jsonl"), **meta)
+    from vla.utils.io import atomic_write_text
+
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    lo, hi = summary["success_ci95"]
+    print(
+        f"{args.task} {args.policy}: success {summary['num_success']}/{summary['num_episodes']} = "
+        f"{summary['success_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}), mean length {summary['mean_episode_length']:.1f} "
+        f"steps -> {out}"
+    )
+    return 0
+
+
+def _load_episodes(path: Path):
+    from vla.eval.metrics import EpisodeResult
+
+    with open(path) as f:
+        return [EpisodeResult(**json.loads(line)) for line in f if line.strip()]
+
+
+def _merge_shards(out: Path, world: int) -> None:
+    lines = []
+    for r in range(world):
+        with open(out / f"episodes.rank{r}.jsonl") as f:
+            lines += [json.loads(x) for x in f if x.strip()]
+    for i, d in enumerate(lines):
+        d["episode"] = i
+    tmp = out / "episodes.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    os.replace(tmp, out / "episodes.jsonl")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

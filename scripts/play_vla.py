@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Closed-loop control of an Isaac Lab task by a VLA checkpoint; prints each episode's outcome.
+
+Examples::
+
+    isaaclab.sh -p scripts/play_vla.py --task Stack-Cube --checkpoint CKPT          # Isaac Lab source checkout
+    isaaclab -p scripts/play_vla.py --task Stack-Cube --checkpoint CKPT --viz kit   # pip install with Isaac Sim
+    python scripts/play_vla.py --task Lift-Cube --checkpoint CKPT --viz newton_gl   # kit-less, Newton's GL viewer
+    python scripts/play_vla.py --task Lift-Cube --checkpoint CKPT --video           # headless, writes an mp4
+
+A viewer is used when one is requested and a display exists; otherwise it runs headless.
+No checkpoint yet? ``make demo`` trains a tiny one on the CPU in minutes, or see README "Training".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+NO_CHECKPOINT_HELP = """error: --checkpoint is required.
+To get one:
+  make demo                                                    # records lift demos, trains the tiny preset (CPU, minutes)
+  python scripts/record_demos.py --task Lift-Cube --num_demos 50 --output demos/lift.hdf5
+  python scripts/train.py --config config/training/lift_tiny_cpu.yaml data.files=[demos/lift.hdf5]
+then: python scripts/play_vla.py --task Lift-Cube --checkpoint outputs/<run>/checkpoints/final"""
+
+VIZ_ALIASES = {"newton_gl": "newton", "kit": "kit", "none": None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, help="task id, e.g. Stack-Cube or Lift-Cube")
+    p.add_argument("--checkpoint", help="checkpoint folder written by scripts/train.py")
+    p.add_argument("--num_envs", type=int, default=1)
+    p.add_argument("--num_episodes", type=int, default=3, help="stop after this many episodes")
+    p.add_argument("--instruction", default=None, help="language instruction (default: the checkpoint's)")
+    p.add_argument("--replan_every", type=int, default=8)
+    p.add_argument("--temporal_ensemble", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--video", action="store_true", help="write outputs/play/<task>-<time>.mp4 of env 0")
+    try:
+        from isaaclab.app import add_launcher_args
+
+        add_launcher_args(p)  # --device, --viz, ...
+    except Exception:  # noqa: BLE001
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--viz", default=None)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.checkpoint:
+        print(NO_CHECKPOINT_HELP, file=sys.stderr)
+        return 2
+    if not Path(args.checkpoint).is_dir():
+        print(f"error: checkpoint folder {args.checkpoint} does not exist", file=sys.stderr)
+        return 2
+    # --viz (Isaac Lab's launcher flag): newton_gl (Newton's OpenGL viewer), kit (Isaac Sim), none
+    viz = getattr(args, "viz", None)
+    viz = VIZ_ALIASES.get(viz, viz)
+    if viz and not os.environ.get("DISPLAY") and viz != "kit":
+        print(f"note: no display found, running headless (requested viewer: {viz})", file=sys.stderr)
+        viz = None
+    args.viz = viz
+
+    from vla_isaac.envs import make_env, make_env_cfg, resolve_task
+    from vla_isaac.evaluation import make_controller, run_episodes, write_video
+    from vla_isaac.policy import PolicyEnvMismatchError
+
+    try:
+        task = resolve_task(args.task)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg = make_env_cfg(task, num_envs=args.num_envs, device=getattr(args, "device", None) or "cpu",
+                       backend=args.backend, seed=args.seed)
+    env = make_env(cfg, launcher_args=args)
+    try:
+        try:
+            ctrl = make_controller("vla", env, checkpoint=args.checkpoint, seed=args.seed,
+                                   replan_every=args.replan_every, temporal_ensemble=args.temporal_ensemble,
+                                   instruction=args.instruction)
+        except PolicyEnvMismatchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"[play] {args.task}: '{ctrl.act.instruction}' ({args.num_envs} env(s), {args.num_episodes} episodes)")
+        res = run_episodes(
+            env, ctrl, args.num_episodes, video_episodes=args.num_episodes if args.video else 0, seed=args.seed,
+            progress=False,
+            on_episode=lambda r: print(f"  episode {r.episode}: env {r.env_id} {r.outcome} after {r.length} steps"),
+        )
+        ok = sum(r.success for r in res.episodes)
+        print(f"[play] success {ok}/{len(res.episodes)}")
+        if args.video and res.videos:
+            frames = [f for k in sorted(res.videos) for f in res.videos[k]]
+            path = write_video(frames, Path("outputs/play") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
+            print(f"[play] video: {path}")
+    finally:
+        env.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
