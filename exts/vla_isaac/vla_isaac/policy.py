@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from vla.checkpoint import load_vla_for_inference
 from vla.data.key_mapping import KeyMapping, build_proprio
 from vla.data.preprocess import resize_images
 
@@ -105,7 +104,7 @@ class VLAPolicy:
             self.model = checkpoint
             meta = {}
         else:
-            from vla.checkpoint import read_checkpoint_config
+            from vla.checkpoint import load_vla_for_inference, read_checkpoint_config
 
             device = device or (env.device if env is not None else "cpu")
             self.model = load_vla_for_inference(checkpoint, device=device, dtype=dtype)

@@ -1,0 +1,145 @@
+"""Model latency on the CPU with the tiny preset, side by side in one run.
+
+1. The VLM at batch 8: one truly batched forward vs the seed's per-sample loop (processor included,
+   and the forward alone).
+2. `predict_action` at batch 1 with 10 vs 100 Euler steps (the seed used 100), split into the VLM
+   encode and the expert's sampling loop.
+
+Writes its section of docs/benchmarks.md; the GPU section quotes the 7B measurements of
+../shared/probes/chunk_latency.py (there is no GPU on the CPU machine).
+
+    python bench/model_latency.py [--reps 7] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "source"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+GPU_SECTION = """\
+### GPU: the 7B preset (quoted, not re-measured here)
+Measured by `../shared/probes/chunk_latency.py` on one H100 (random weights of the real
+Qwen2.5-VL-7B shapes, bf16, sdpa, two 224x224 views + a short instruction = 160 tokens, batch 1;
+expert 6 layers, d 512, 16 queries, cross-attending to all projected tokens):
+
+| what | ms |
+|---|---|
+| full VLM forward (hidden states), eager | 112 |
+| of which vision tower alone, eager | 34 |
+| of which language model, eager / CUDA-graphed / torch.compile | 26.4 / 9.9 / 11.6 |
+| expert, 10 Euler steps, eager / one CUDA graph per step | 70 / 4.4 |
+| expert, 100 steps, last-token conditioning (the seed's way) | 477 |
+| whole chunk: seed's way (eager, 100 steps) / this model eager, 10 steps | 589 / 182 |
+| VLM at batch 8: batched vs per-sample loop | 185 vs 848 (4.6x) |
+
+LoRA training (r 16, attention projections) + projector + expert, no gradient checkpointing:
+20 samples/s at batch 8, 29 at batch 16, 34 GB peak. A 7B chunk is launch-bound: static shapes and
+CUDA graphs for the language model and the expert step are the next speed-up (~20 ms estimated).
+"""
+
+
+def median_ms(fn, reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per figure (median reported)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared 2-core box)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from vla.backbone.qwen import core_model, prepare_vlm_inputs
+    from vla.config import load_model_preset
+    from vla.modeling import VLAModel
+
+    torch.manual_seed(0)
+    model = VLAModel(load_model_preset("tiny")).eval()
+    cfg = model.cfg
+    rng = np.random.default_rng(0)
+    batch = 8
+    ctx = rng.integers(0, 256, (batch, 128, 128, 3), dtype=np.uint8)  # env-sized images, resized inside
+    wrist = rng.integers(0, 256, (batch, 128, 128, 3), dtype=np.uint8)
+    text = ["lift the red cube"] * batch
+    proprio = rng.normal(size=(batch, 27)).astype(np.float32)
+    vlm = core_model(model.backbone)
+
+    def forward(inputs):
+        return vlm(**inputs, use_cache=False, return_dict=True).last_hidden_state
+
+    with torch.inference_mode():
+        batched_inputs = prepare_vlm_inputs(model.processor, ctx, wrist, text, cfg)
+        single_inputs = [prepare_vlm_inputs(model.processor, ctx[i:i + 1], wrist[i:i + 1], text[i:i + 1], cfg)
+                         for i in range(batch)]
+        r = {}
+        r["full_batched"] = median_ms(lambda: model.compute_vlm_features(ctx, wrist, text), args.reps)
+        r["full_loop"] = median_ms(lambda: [model.compute_vlm_features(ctx[i:i + 1], wrist[i:i + 1], text[i:i + 1])
+                                            for i in range(batch)], args.reps)
+        r["fwd_batched"] = median_ms(lambda: forward(batched_inputs), args.reps)
+        r["fwd_loop"] = median_ms(lambda: [forward(x) for x in single_inputs], args.reps)
+        r["processor_b8"] = median_ms(lambda: prepare_vlm_inputs(model.processor, ctx, wrist, text, cfg), args.reps)
+
+        one = (ctx[:1], wrist[:1], text[:1], proprio[:1])
+        feats, mask = model.compute_vlm_features(*one[:3])
+        r["encode_b1"] = median_ms(lambda: model.encode(*one[:3]), args.reps)
+        for steps in (10, 100):
+            r[f"predict_{steps}"] = median_ms(lambda s=steps: model.predict_action(*one, num_steps=s), args.reps)
+            r[f"expert_{steps}"] = median_ms(
+                lambda s=steps: model.predict_action(proprio=one[3], vlm_features=feats, vlm_mask=mask, num_steps=s),
+                args.reps)
+    tokens = int(batched_inputs["attention_mask"][0].sum())
+
+    md = f"""## Model latency (`bench/model_latency.py`)
+CPU, tiny preset (random 2-layer Qwen2.5-VL, {tokens}-token prompt: two 112x112 views = 2 x 16 image
+tokens + instruction; expert d {cfg.d_model} x {cfg.expert_layers} layers, memory = {feats.shape[1]} image tokens),
+torch threads {args.threads}, median of {args.reps} runs, all figures from one run.
+Machine: {_machine()}.
+
+| VLM at batch 8 | batched (ms) | per-sample loop (ms) | loop / batched |
+|---|---|---|---|
+| processor + forward (`compute_vlm_features`) | {r['full_batched']:.1f} | {r['full_loop']:.1f} | {r['full_loop'] / r['full_batched']:.2f}x |
+| forward only (processor outputs prepared) | {r['fwd_batched']:.1f} | {r['fwd_loop']:.1f} | {r['fwd_loop'] / r['fwd_batched']:.2f}x |
+
+The processor alone costs {r['processor_b8']:.1f} ms for the batch of 8: cache its output (or the frozen
+features) when training the tiny preset.
+
+| `predict_action`, batch 1 | 10 steps (ms) | 100 steps (ms) | 100 / 10 |
+|---|---|---|---|
+| whole call (processor + VLM + sampling) | {r['predict_10']:.1f} | {r['predict_100']:.1f} | {r['predict_100'] / r['predict_10']:.1f}x |
+| sampling only (cached VLM features) | {r['expert_10']:.1f} | {r['expert_100']:.1f} | {r['expert_100'] / r['expert_10']:.1f}x |
+
+VLM encode alone at batch 1: {r['encode_b1']:.1f} ms. Default is 10 steps (the seed used 100).
+
+{GPU_SECTION}"""
+    print(md)
+    if not args.no_write:
+        from _report import write_section
+
+        write_section("model_latency", md)
+
+
+def _machine() -> str:
+    from _report import machine
+
+    return machine()
+
+
+if __name__ == "__main__":
+    main()

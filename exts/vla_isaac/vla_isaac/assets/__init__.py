@@ -1,0 +1,1 @@
+"""Robot assets that work offline (no Nucleus)."""

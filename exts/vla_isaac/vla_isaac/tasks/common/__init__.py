@@ -1,0 +1,1 @@
+"""Pieces shared by the cube tasks: the table scene and the Franka set-up."""

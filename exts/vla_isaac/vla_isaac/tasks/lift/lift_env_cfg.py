@@ -1,0 +1,160 @@
+"""Lift-Cube: pick up the red cube from the table (robot-neutral part of the env cfg).
+
+The robot, its end-effector frame, wrist camera and actions are filled in by ``config/<robot>/``.
+Observation group ``policy`` uses the key names of NVIDIA's Cosmos stack data, so recorded files line up
+with it; success = the cube held 10 cm above the table for 10 consecutive steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING
+
+from isaaclab.assets import ArticulationCfg, AssetBaseCfg, RigidObjectCfg
+from isaaclab.envs import ManagerBasedRLEnvCfg
+from isaaclab.managers import EventTermCfg as EventTerm
+from isaaclab.managers import ObservationGroupCfg as ObsGroup
+from isaaclab.managers import ObservationTermCfg as ObsTerm
+from isaaclab.managers import RewardTermCfg as RewTerm
+from isaaclab.managers import SceneEntityCfg
+from isaaclab.managers import TerminationTermCfg as DoneTerm
+from isaaclab.scene import InteractiveSceneCfg
+from isaaclab.sensors import CameraCfg, FrameTransformerCfg
+from isaaclab.sim import SimulationCfg
+from isaaclab.utils import configclass
+
+from ... import mdp
+from ...physics import PHYSICS_DT, physics_cfg
+from ..common import scene as common
+
+CUBES = [SceneEntityCfg("cube_1")]
+CUBE_SPAWN_RANGE = {
+    "x": (0.4, 0.6),
+    "y": (-0.12, 0.12),
+    "z": (common.CUBE_SIZE / 2, common.CUBE_SIZE / 2),
+    "yaw": (-math.pi / 4, math.pi / 4),  # a cube is symmetric under 90 degree turns
+}
+LIFT_HEIGHT = 0.10  # success: cube centre this far above its resting height [m] ...
+LIFT_HOLD_STEPS = 10  # ... for this many consecutive env steps
+
+
+@configclass
+class LiftSceneCfg(InteractiveSceneCfg):
+    robot: ArticulationCfg = MISSING
+    ee_frame: FrameTransformerCfg = MISSING
+    table: AssetBaseCfg = common.table_cfg()
+    ground: AssetBaseCfg = common.ground_cfg()
+    light: AssetBaseCfg = common.light_cfg()
+    cube_1: RigidObjectCfg = common.cube_cfg("Cube_1", common.RED, (0.5, 0.0))
+    table_cam: CameraCfg | None = common.table_camera_cfg()
+    wrist_cam: CameraCfg | None = None  # robot-specific (mounted on the hand)
+
+
+@configclass
+class ActionsCfg:
+    arm_action: object = MISSING
+    gripper_action: object = MISSING
+
+
+@configclass
+class ObservationsCfg:
+    @configclass
+    class PolicyCfg(ObsGroup):
+        """Proprioception, cameras, privileged cube state and the last action; not concatenated."""
+
+        eef_pos = ObsTerm(func=mdp.ee_frame_pos)
+        eef_quat = ObsTerm(func=mdp.ee_frame_quat)
+        gripper_pos = ObsTerm(func=mdp.gripper_pos)
+        joint_pos = ObsTerm(func=mdp.joint_pos_rel)
+        joint_vel = ObsTerm(func=mdp.joint_vel_rel)
+        table_cam = ObsTerm(func=mdp.image_rgb, params={"sensor_cfg": SceneEntityCfg("table_cam"), "normalize": False})
+        wrist_cam = ObsTerm(func=mdp.image_rgb, params={"sensor_cfg": SceneEntityCfg("wrist_cam"), "normalize": False})
+        cube_positions = ObsTerm(func=mdp.cube_positions, params={"cube_cfgs": CUBES})
+        cube_orientations = ObsTerm(func=mdp.cube_orientations, params={"cube_cfgs": CUBES})
+        actions = ObsTerm(func=mdp.last_action)
+
+        def __post_init__(self):
+            self.enable_corruption = False
+            self.concatenate_terms = False
+
+    policy: PolicyCfg = PolicyCfg()
+
+
+@configclass
+class EventCfg:
+    reset_all = EventTerm(func=mdp.reset_scene_to_default, mode="reset", params={"reset_joint_targets": True})
+    randomize_robot_joints = EventTerm(
+        func=mdp.randomize_joint_by_gaussian_offset,  # gripper joints kept at their default
+        mode="reset",
+        params={"mean": 0.0, "std": 0.02, "asset_cfg": SceneEntityCfg("robot")},
+    )
+    randomize_cubes = EventTerm(
+        func=mdp.randomize_object_pose,
+        mode="reset",
+        params={"pose_range": CUBE_SPAWN_RANGE, "min_separation": 0.1, "asset_cfgs": CUBES},
+    )
+    refresh_kinematics = EventTerm(func=mdp.refresh_kinematics, mode="reset")  # keep last
+
+
+@configclass
+class RewardsCfg:
+    reach = RewTerm(func=mdp.ee_cube_distance, weight=1.0, params={"std": 0.1})
+    lift = RewTerm(func=mdp.cube_lifted, weight=5.0, params={"minimal_height": 0.04})
+    hold = RewTerm(func=mdp.cube_held, weight=10.0, params={"minimal_height": 0.04})
+    action_rate = RewTerm(func=mdp.action_rate_l2, weight=-1e-4)
+
+
+@configclass
+class TerminationsCfg:
+    time_out = DoneTerm(func=mdp.time_out, time_out=True)
+    cube_1_dropping = DoneTerm(
+        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_1")}
+    )
+    success = DoneTerm(
+        func=mdp.CubeLiftedAndHeld,
+        params={"minimal_height": LIFT_HEIGHT, "hold_steps": LIFT_HOLD_STEPS, "cube_cfg": SceneEntityCfg("cube_1")},
+    )
+
+
+@configclass
+class LiftCubeEnvCfg(ManagerBasedRLEnvCfg):
+    """Lift the red cube. 20 Hz control (dt 0.01 s, decimation 5, as Isaac Lab's stack env), 10 s episodes."""
+
+    scene: LiftSceneCfg = LiftSceneCfg(num_envs=1, env_spacing=2.5)
+    observations: ObservationsCfg = ObservationsCfg()
+    actions: ActionsCfg = ActionsCfg()
+    events: EventCfg = EventCfg()
+    rewards: RewardsCfg = RewardsCfg()
+    terminations: TerminationsCfg = TerminationsCfg()
+    commands = None
+    curriculum = None
+
+    instruction: str = "lift the red cube"
+    """Default natural-language instruction (recorded with demos, given to policies)."""
+    instruction_templates: list[str] = [
+        "lift the red cube",
+        "pick up the red cube",
+        "grasp the red cube and lift it",
+        "raise the red cube off the table",
+    ]
+    """Paraphrases of :attr:`instruction` for language augmentation (plain strings, no placeholders)."""
+
+    cube_names: list[str] = ["cube_1"]
+    """Scene names of the cubes, in the order of ``cube_positions`` / ``cube_orientations``."""
+    cube_size: float = common.CUBE_SIZE
+    table_bounds: tuple = common.TABLE_BOUNDS
+    cube_spawn_range: dict = CUBE_SPAWN_RANGE
+
+    # gripper description read by isaaclab_tasks.contrib.stack.mdp terms; set by the robot config
+    gripper_joint_names: list[str] = MISSING
+    gripper_open_val: float = MISSING
+    gripper_threshold: float = 0.005
+
+    backend: str = "mujoco_c"
+    """Physics backend this cfg was set up for (``vla_isaac.physics.BACKENDS``); see ``make_env_cfg``."""
+
+    def __post_init__(self):
+        self.decimation = 5
+        self.episode_length_s = 10.0
+        self.sim = SimulationCfg(device="cpu", dt=PHYSICS_DT, render_interval=self.decimation)
+        self.sim.physics = physics_cfg(self.backend, self.sim.device)

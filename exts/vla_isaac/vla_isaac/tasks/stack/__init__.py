@@ -1,0 +1,3 @@
+"""Stack-Cube: stack three cubes (Franka IK-Rel, kit-less on Newton)."""
+
+from .config import franka  # noqa: F401  (registers the gym ids)

@@ -1,0 +1,1 @@
+"""Robot configurations of Stack-Cube."""

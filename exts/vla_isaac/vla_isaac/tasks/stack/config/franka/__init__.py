@@ -1,0 +1,11 @@
+"""Register the Franka Stack-Cube task (``Stack-Cube`` and its versioned alias)."""
+
+import gymnasium as gym
+
+for _task_id in ("Stack-Cube", "VLA-Stack-Cube-Franka-v0"):
+    gym.register(
+        id=_task_id,
+        entry_point="isaaclab.envs:ManagerBasedRLEnv",
+        kwargs={"env_cfg_entry_point": f"{__name__}.ik_rel_env_cfg:FrankaStackCubeEnvCfg"},
+        disable_env_checker=True,
+    )

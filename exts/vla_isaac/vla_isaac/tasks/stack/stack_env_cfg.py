@@ -1,0 +1,193 @@
+"""Stack-Cube: build a tower of three cubes (robot-neutral part of the env cfg).
+
+Same layout as Isaac Lab's Franka stack env and NVIDIA's Cosmos stack data: ``cube_1`` blue (bottom),
+``cube_2`` red (middle), ``cube_3`` green (top); success (Isaac Lab's ``cubes_stacked``) = red on blue and
+green on red, gripper open, cubes at rest. Observation keys as in the Cosmos data, plus a ``subtask_terms``
+group (grasp/stack flags) like Isaac Lab's stack env, which Isaac Lab Mimic uses to split demos.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING
+
+from isaaclab.assets import ArticulationCfg, AssetBaseCfg, RigidObjectCfg
+from isaaclab.envs import ManagerBasedRLEnvCfg
+from isaaclab.managers import EventTermCfg as EventTerm
+from isaaclab.managers import ObservationGroupCfg as ObsGroup
+from isaaclab.managers import ObservationTermCfg as ObsTerm
+from isaaclab.managers import SceneEntityCfg
+from isaaclab.managers import TerminationTermCfg as DoneTerm
+from isaaclab.scene import InteractiveSceneCfg
+from isaaclab.sensors import CameraCfg, FrameTransformerCfg
+from isaaclab.sim import SimulationCfg
+from isaaclab.utils import configclass
+
+from ... import mdp
+from ...physics import PHYSICS_DT, physics_cfg
+from ..common import scene as common
+
+CUBES = [SceneEntityCfg("cube_1"), SceneEntityCfg("cube_2"), SceneEntityCfg("cube_3")]
+CUBE_SPAWN_RANGE = {
+    "x": (0.4, 0.6),
+    "y": (-0.12, 0.12),
+    "z": (common.CUBE_SIZE / 2, common.CUBE_SIZE / 2),
+    "yaw": (-math.pi / 4, math.pi / 4),
+}
+CUBE_MIN_SEPARATION = 0.1  # [m] between cube centres at reset
+
+
+@configclass
+class StackSceneCfg(InteractiveSceneCfg):
+    robot: ArticulationCfg = MISSING
+    ee_frame: FrameTransformerCfg = MISSING
+    table: AssetBaseCfg = common.table_cfg()
+    ground: AssetBaseCfg = common.ground_cfg()
+    light: AssetBaseCfg = common.light_cfg()
+    cube_1: RigidObjectCfg = common.cube_cfg("Cube_1", common.BLUE, (0.4, 0.0))
+    cube_2: RigidObjectCfg = common.cube_cfg("Cube_2", common.RED, (0.55, 0.05))
+    cube_3: RigidObjectCfg = common.cube_cfg("Cube_3", common.GREEN, (0.6, -0.1))
+    table_cam: CameraCfg | None = common.table_camera_cfg()
+    wrist_cam: CameraCfg | None = None  # robot-specific (mounted on the hand)
+
+
+@configclass
+class ActionsCfg:
+    arm_action: object = MISSING
+    gripper_action: object = MISSING
+
+
+@configclass
+class ObservationsCfg:
+    @configclass
+    class PolicyCfg(ObsGroup):
+        """Proprioception, cameras, privileged cube state and the last action; not concatenated."""
+
+        eef_pos = ObsTerm(func=mdp.ee_frame_pos)
+        eef_quat = ObsTerm(func=mdp.ee_frame_quat)
+        gripper_pos = ObsTerm(func=mdp.gripper_pos)
+        joint_pos = ObsTerm(func=mdp.joint_pos_rel)
+        joint_vel = ObsTerm(func=mdp.joint_vel_rel)
+        table_cam = ObsTerm(func=mdp.image_rgb, params={"sensor_cfg": SceneEntityCfg("table_cam"), "normalize": False})
+        wrist_cam = ObsTerm(func=mdp.image_rgb, params={"sensor_cfg": SceneEntityCfg("wrist_cam"), "normalize": False})
+        cube_positions = ObsTerm(func=mdp.cube_positions, params={"cube_cfgs": CUBES})
+        cube_orientations = ObsTerm(func=mdp.cube_orientations, params={"cube_cfgs": CUBES})
+        actions = ObsTerm(func=mdp.last_action)
+
+        def __post_init__(self):
+            self.enable_corruption = False
+            self.concatenate_terms = False
+
+    @configclass
+    class SubtaskCfg(ObsGroup):
+        """Subtask completion flags (Isaac Lab's stack env terms): red grasped, red on blue, green grasped."""
+
+        grasp_1 = ObsTerm(
+            func=mdp.object_grasped,
+            params={
+                "robot_cfg": SceneEntityCfg("robot"),
+                "ee_frame_cfg": SceneEntityCfg("ee_frame"),
+                "object_cfg": SceneEntityCfg("cube_2"),
+            },
+        )
+        stack_1 = ObsTerm(
+            func=mdp.object_stacked,
+            params={
+                "robot_cfg": SceneEntityCfg("robot"),
+                "upper_object_cfg": SceneEntityCfg("cube_2"),
+                "lower_object_cfg": SceneEntityCfg("cube_1"),
+                "height_diff": common.CUBE_SIZE,
+            },
+        )
+        grasp_2 = ObsTerm(
+            func=mdp.object_grasped,
+            params={
+                "robot_cfg": SceneEntityCfg("robot"),
+                "ee_frame_cfg": SceneEntityCfg("ee_frame"),
+                "object_cfg": SceneEntityCfg("cube_3"),
+            },
+        )
+
+        def __post_init__(self):
+            self.enable_corruption = False
+            self.concatenate_terms = False
+
+    policy: PolicyCfg = PolicyCfg()
+    subtask_terms: SubtaskCfg = SubtaskCfg()
+
+
+@configclass
+class EventCfg:
+    reset_all = EventTerm(func=mdp.reset_scene_to_default, mode="reset", params={"reset_joint_targets": True})
+    randomize_robot_joints = EventTerm(
+        func=mdp.randomize_joint_by_gaussian_offset,  # gripper joints kept at their default
+        mode="reset",
+        params={"mean": 0.0, "std": 0.02, "asset_cfg": SceneEntityCfg("robot")},
+    )
+    randomize_cubes = EventTerm(
+        func=mdp.randomize_object_pose,
+        mode="reset",
+        params={"pose_range": CUBE_SPAWN_RANGE, "min_separation": CUBE_MIN_SEPARATION, "asset_cfgs": CUBES},
+    )
+    refresh_kinematics = EventTerm(func=mdp.refresh_kinematics, mode="reset")  # keep last
+
+
+@configclass
+class TerminationsCfg:
+    time_out = DoneTerm(func=mdp.time_out, time_out=True)
+    cube_1_dropping = DoneTerm(
+        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_1")}
+    )
+    cube_2_dropping = DoneTerm(
+        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_2")}
+    )
+    cube_3_dropping = DoneTerm(
+        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_3")}
+    )
+    success = DoneTerm(func=mdp.cubes_stacked, params={"height_diff": common.CUBE_SIZE})
+
+
+@configclass
+class StackCubeEnvCfg(ManagerBasedRLEnvCfg):
+    """Stack three cubes. 20 Hz control (dt 0.01 s, decimation 5, as Isaac Lab's stack env), 30 s episodes."""
+
+    scene: StackSceneCfg = StackSceneCfg(num_envs=1, env_spacing=2.5)
+    observations: ObservationsCfg = ObservationsCfg()
+    actions: ActionsCfg = ActionsCfg()
+    events: EventCfg = EventCfg()
+    terminations: TerminationsCfg = TerminationsCfg()
+    rewards = None
+    commands = None
+    curriculum = None
+
+    instruction: str = "stack the red cube on the blue cube, then the green cube on the red cube"
+    """Default natural-language instruction (recorded with demos, given to policies)."""
+    instruction_templates: list[str] = [
+        "stack the red cube on the blue cube, then the green cube on the red cube",
+        "put the red cube on the blue cube and the green cube on top",
+        "build a tower: blue at the bottom, then red, then green",
+        "place the red cube onto the blue cube, then place the green cube onto the red cube",
+    ]
+    """Paraphrases of :attr:`instruction` for language augmentation (plain strings, no placeholders)."""
+
+    cube_names: list[str] = ["cube_1", "cube_2", "cube_3"]
+    """Scene names of the cubes, in the order of ``cube_positions`` / ``cube_orientations``."""
+    stack_order: list[str] = ["cube_1", "cube_2", "cube_3"]
+    """Bottom to top: each cube goes onto the one before it (used by the scripted expert)."""
+    cube_size: float = common.CUBE_SIZE
+    table_bounds: tuple = common.TABLE_BOUNDS
+    cube_spawn_range: dict = CUBE_SPAWN_RANGE
+    cube_min_separation: float = CUBE_MIN_SEPARATION
+
+    gripper_joint_names: list[str] = MISSING
+    gripper_open_val: float = MISSING
+    gripper_threshold: float = 0.005
+
+    backend: str = "mujoco_c"
+    """Physics backend this cfg was set up for (``vla_isaac.physics.BACKENDS``); see ``make_env_cfg``."""
+
+    def __post_init__(self):
+        self.decimation = 5
+        self.episode_length_s = 30.0
+        self.sim = SimulationCfg(device="cpu", dt=PHYSICS_DT, render_interval=self.decimation)
+        self.sim.physics = physics_cfg(self.backend, self.sim.device)

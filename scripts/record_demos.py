@@ -1,0 +1,179 @@
+"""Record demonstrations of a vla_isaac task into an Isaac Lab / robomimic HDF5 file.
+
+Runs the scripted expert (or Isaac Lab's keyboard teleop) in one or more envs and writes every successful
+episode through Isaac Lab's RecorderManager (``data/demo_N/{actions, obs/<key>, initial_state, states}``,
+images uint8, the instruction as an attribute). Ctrl-C stops after the current step and keeps every
+completed demo; the output path only appears once the first demo is saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLES = """examples:
+  python scripts/record_demos.py --task Stack-Cube --num_demos 50 --num_envs 4 --output demos/stack.hdf5
+  python scripts/record_demos.py --task Lift-Cube --num_demos 20 --output demos/lift.hdf5 --image_size 64
+  python scripts/record_demos.py --task Lift-Cube --num_demos 20 --output demos/lift.hdf5 --append
+  isaaclab -p scripts/record_demos.py --task Lift-Cube --num_demos 5 --output demos/lift.hdf5   (same flags)
+
+exit status: 0 all demos recorded, 1 fewer (--max_attempts reached), 2 bad input, 130 interrupted
+(the demos completed before the interrupt are in the file).
+"""
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``64`` -> (64, 64); ``96x128`` -> (96, 128) (height x width)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW, e.g. 128 or 96x128") from None
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW with sides of at least 8 pixels")
+    return size
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--task", required=True, help="task id: Lift-Cube or Stack-Cube (or lift / stack)")
+    parser.add_argument("--output", required=True, help="HDF5 file to write, e.g. demos/stack.hdf5")
+    parser.add_argument("--num_demos", type=int, default=10, help="successful demos to record (default 10)")
+    parser.add_argument("--num_envs", type=int, default=1, help="parallel envs (default 1; >1 uses MJWarp)")
+    parser.add_argument(
+        "--expert",
+        choices=("scripted", "keyboard"),
+        default="scripted",
+        help="scripted waypoint expert (default) or Isaac Lab's Se3Keyboard (needs a display and Isaac Sim)",
+    )
+    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on the expert's arm actions")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="env seed (cube placements, noise); default 0, or with --append the file's demo count so that "
+        "appended demos differ from the ones already there",
+    )
+    parser.add_argument(
+        "--image_size", type=image_size, default=(128, 128), help="camera size, N or HxW (default 128)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "mujoco_c", "mjwarp", "physx"),
+        default="auto",
+        help="physics: auto = MuJoCo-C for 1 env on the CPU, else MJWarp; physx needs Isaac Sim",
+    )
+    files = parser.add_mutually_exclusive_group()
+    files.add_argument("--append", action="store_true", help="add demos to an existing file (numbering continues)")
+    files.add_argument("--overwrite", action="store_true", help="replace an existing file (once a new demo exists)")
+    parser.add_argument("--keep_failed", action="store_true", help="also write failed episodes (attr success=False)")
+    parser.add_argument(
+        "--success_steps", type=int, default=1, help="consecutive successful steps that end a demo (default 1)"
+    )
+    parser.add_argument(
+        "--max_attempts", type=int, default=None, help="give up after this many finished episodes (default: no limit)"
+    )
+    from isaaclab.app import add_launcher_args
+
+    add_launcher_args(parser)  # --device, --viz, --kit_args ... (Isaac Lab's launcher)
+    parser.set_defaults(device="cpu")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vla_isaac import recording
+    from vla_isaac.envs import make_env, make_env_cfg, resolve_task
+
+    task = resolve_task(args.task)
+    mode = "append" if args.append else "overwrite" if args.overwrite else "new"
+    output = recording.check_output_path(args.output, mode, task)  # fail before the env is built
+    if args.num_demos < 1:
+        raise recording.RecordingError(f"--num_demos {args.num_demos}: must be at least 1")
+    if args.expert == "keyboard":
+        recording.check_keyboard_available()
+        if args.num_envs != 1:
+            raise recording.RecordingError(f"--expert keyboard drives one env; got --num_envs {args.num_envs}")
+        args.visualizer = args.visualizer or ["kit"]  # the keyboard listens to Kit's window
+
+    if args.seed is None:
+        args.seed = len(recording.read_dataset_info(output).demos) if output.exists() and mode == "append" else 0
+    env_cfg = make_env_cfg(
+        task,
+        num_envs=args.num_envs,
+        device=args.device,
+        backend=args.backend,
+        cameras=True,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
+    env_kwargs = {
+        "task": task,
+        "backend": env_cfg.backend,
+        "device": args.device,
+        "num_envs": args.num_envs,
+        "cameras": True,
+        "image_size": list(args.image_size),
+        "seed": args.seed,
+        "expert": args.expert,
+        "noise": args.noise,
+    }
+    success = recording.configure_recording(
+        env_cfg, output, env_name=task, mode=mode, keep_failed=args.keep_failed, env_kwargs=env_kwargs
+    )
+    with recording.graceful_interrupt() as stop:
+        env = make_env(env_cfg, launcher_args=args)
+        try:
+            if args.expert == "keyboard":
+                expert = recording.KeyboardExpert(env)
+            else:
+                from vla_isaac.experts import ScriptedExpert
+
+                noise_rng = torch.Generator().manual_seed(args.seed)  # reproducible expert noise
+                expert = ScriptedExpert(env, noise_std=args.noise, generator=noise_rng)
+            stats = recording.record_demos(
+                env,
+                expert,
+                args.num_demos,
+                success,
+                success_steps=args.success_steps,
+                max_attempts=args.max_attempts,
+                stop=stop,
+            )
+        finally:
+            env.close()
+    print(stats.summary())
+    if output.exists():
+        print(f"file: {output} ({output.stat().st_size / 1e6:.2f} MB)")
+    else:
+        print(f"no demo was completed, so {output} was not written")
+    if stats.interrupted:
+        return 130
+    return 0 if stats.demos >= args.num_demos else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from vla_isaac.envs import EnvConfigError, UnknownTaskError
+    from vla_isaac.physics import BackendError
+    from vla_isaac.recording import RecordingError
+
+    try:
+        return run(args)
+    except (RecordingError, UnknownTaskError, EnvConfigError, BackendError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

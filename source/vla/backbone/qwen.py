@@ -1,0 +1,137 @@
+"""Loading the Qwen2.5-VL backbone (frozen, optional LoRA / 4-bit) and turning observations into its inputs.
+
+Everything goes through transformers' own entry points (`AutoModelForImageTextToText`,
+`AutoProcessor`) and peft's (`get_peft_model`, `PeftModel.from_pretrained`), so a hub id, a local
+folder and the locally built tiny model all take the same path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vla.backbone.images import prepare_images
+from vla.config import VLAConfig
+
+
+class BackboneError(ValueError):
+    """The backbone cannot be loaded as configured; the message names the fix."""
+
+
+def resolve_backbone(name: str) -> str:
+    """'tiny' -> the locally built tiny model folder; anything else is a hub id or a folder, as given."""
+    if name == "tiny":
+        from vla.backbone.tiny import build_tiny_qwen_vl
+
+        return str(build_tiny_qwen_vl())
+    return name
+
+
+def _quantization_config(cfg: VLAConfig, device: torch.device):
+    if not cfg.load_in_4bit:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise BackboneError("load_in_4bit: true needs bitsandbytes; install it with "
+                            "`pip install 'vla-isaac[quant]'` or set load_in_4bit: false") from exc
+    if device.type != "cuda":
+        raise BackboneError(f"load_in_4bit: true needs a CUDA device (got {device}); set load_in_4bit: false on the CPU")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def load_backbone(cfg: VLAConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                  adapter_dir: str | Path | None = None):
+    """Return (model, processor): frozen backbone, LoRA applied (fresh, or loaded from `adapter_dir`)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    device = torch.device(device)
+    source = resolve_backbone(cfg.backbone)
+    quant = _quantization_config(cfg, device)
+    kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation)
+    if quant is not None:
+        kwargs.update(quantization_config=quant, device_map={"": device})
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+        processor = AutoProcessor.from_pretrained(source)
+    except OSError as exc:
+        raise BackboneError(f"backbone '{cfg.backbone}': cannot load ({exc}); use a local folder, a cached hub id, "
+                            f"or 'tiny'") from exc
+    if quant is None:
+        model.to(device)
+    hidden = model.config.get_text_config().hidden_size
+    if hidden != cfg.vlm_hidden:
+        raise BackboneError(f"model config '{cfg.preset}': vlm_hidden is {cfg.vlm_hidden} but backbone "
+                            f"'{cfg.backbone}' has hidden size {hidden}; set vlm_hidden: {hidden}")
+    # Batched prompts of different lengths are padded on the left; the model code handles either side.
+    processor.tokenizer.padding_side = "left"
+
+    if cfg.freeze_backbone:
+        model.requires_grad_(False)
+    if quant is not None and (cfg.lora.enabled or adapter_dir is not None):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=cfg.lora.enabled)
+    elif cfg.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=cfg.lora.target_modules, bias="none")
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as exc:
+            raise BackboneError(f"model config '{cfg.preset}': lora.target_modules {cfg.lora.target_modules!r} "
+                                f"matched nothing in '{cfg.backbone}' ({exc})") from exc
+    model.eval()  # frozen backbone: no dropout; LoRA dropout follows .train() of the parent VLAModel
+    return model, processor
+
+
+def core_model(backbone):
+    """The `Qwen2_5_VLModel` inside (peft-wrapped or not): hidden states without the LM head's logits."""
+    base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    return base.model
+
+
+def build_prompts(processor, instructions: Sequence[str], cfg: VLAConfig) -> list[str]:
+    """One chat prompt per sample: labelled context view, labelled wrist view, then the instruction.
+
+    The instruction comes after the images so that, in a causal LM, its tokens can attend to them.
+    """
+    prompts = []
+    for text in instructions:
+        messages = [{"role": "user", "content": [
+            {"type": "text", "text": cfg.context_label}, {"type": "image"},
+            {"type": "text", "text": cfg.wrist_label}, {"type": "image"},
+            {"type": "text", "text": text},
+        ]}]
+        prompts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+    return prompts
+
+
+def prepare_vlm_inputs(processor, context_images, wrist_images, instructions: Sequence[str] | str,
+                       cfg: VLAConfig) -> dict[str, torch.Tensor]:
+    """Observations -> one padded processor batch (input_ids, attention_mask, pixel_values, ...)."""
+    ctx = prepare_images(context_images, cfg.image_size, "context_images")
+    wrist = prepare_images(wrist_images, cfg.image_size, "wrist_images")
+    if ctx.shape[0] != wrist.shape[0]:
+        raise ValueError(f"context_images has batch {ctx.shape[0]} but wrist_images has {wrist.shape[0]}")
+    if isinstance(instructions, str):
+        instructions = [instructions] * ctx.shape[0]
+    instructions = list(instructions)
+    if len(instructions) != ctx.shape[0]:
+        raise ValueError(f"{len(instructions)} instructions for a batch of {ctx.shape[0]} images")
+    images: list[np.ndarray] = []
+    for c, w in zip(ctx, wrist):
+        images += [c, w]  # order matches the two image placeholders of each prompt
+    return processor(text=build_prompts(processor, instructions, cfg), images=images, return_tensors="pt",
+                     padding=True)

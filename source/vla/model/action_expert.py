@@ -1,0 +1,97 @@
+"""The action expert: a small pre-norm transformer that predicts the flow velocity of a 16 x 7 chunk.
+
+Tokens: one proprio token + `num_queries` action tokens (learned query + embedded noisy action), all
+shifted by the flow-time embedding. Each block: self-attention among the tokens, cross-attention to
+the (layer-normed) VLM memory, MLP. Pre-norm keeps the cross-attention's contribution on the same
+scale as the residual stream, so the image/text conditioning is not swamped by the action/time
+inputs (the seed's post-norm head with a 3584-d last token kept its cross-attention output ~100x
+smaller than the residual stream and ignored the images).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+    """Sinusoidal embedding of flow time t in [0, 1], (B,) -> (B, dim), in t's dtype.
+
+    Computed in float32 (bf16 has too few mantissa bits for the high frequencies) then cast back.
+    """
+    half = dim // 2
+    fraction = torch.linspace(0.0, 1.0, half, device=t.device, dtype=torch.float32)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = t.float()[:, None] * (2 * math.pi / period)[None]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1).to(t.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head attention over `context` with a key padding mask, through `scaled_dot_product_attention`.
+
+    (Not nn.MultiheadAttention: its inference fast path changes the numerics depending on whether
+    parameters require grad, so a reloaded checkpoint would not reproduce predictions bit for bit.)
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        q = self.q_proj(x).view(b, n, self.heads, -1).transpose(1, 2)
+        k, v = self.kv_proj(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        mask = None if context_mask is None else context_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class ExpertBlock(nn.Module):
+    def __init__(self, d_model: int, heads: int, ff_mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.norm_self = nn.LayerNorm(d_model)
+        self.self_attn = Attention(d_model, heads, dropout)
+        self.norm_cross = nn.LayerNorm(d_model)
+        self.norm_memory = nn.LayerNorm(d_model)
+        self.cross_attn = Attention(d_model, heads, dropout)
+        self.norm_ff = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(approximate="tanh"),
+                                nn.Dropout(dropout), nn.Linear(ff_mult * d_model, d_model))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        h = self.norm_self(x)
+        x = x + self.self_attn(h, h)
+        h, m = self.norm_cross(x), self.norm_memory(memory)
+        x = x + self.cross_attn(h, m, memory_mask)
+        return x + self.ff(self.norm_ff(x))
+
+
+class ActionExpert(nn.Module):
+    def __init__(self, d_model: int = 512, layers: int = 6, heads: int = 8, num_queries: int = 16,
+                 action_dim: int = 7, proprio_dim: int = 27, ff_mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.d_model = d_model
+        self.queries = nn.Parameter(torch.randn(num_queries, d_model) * 0.02)
+        self.action_in = nn.Linear(action_dim, d_model)
+        self.proprio_in = nn.Sequential(nn.Linear(proprio_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+        self.time_in = nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+        self.blocks = nn.ModuleList(ExpertBlock(d_model, heads, ff_mult, dropout) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(d_model)
+        self.velocity_out = nn.Linear(d_model, action_dim)
+
+    def forward(self, noisy_actions: torch.Tensor, t: torch.Tensor, proprio: torch.Tensor,
+                memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """noisy_actions (B,Q,A), t (B,), proprio (B,P) normalised, memory (B,M,d), memory_mask (B,M) bool
+        -> velocity (B,Q,A)."""
+        time = self.time_in(timestep_embedding(t.to(noisy_actions.dtype), self.d_model))[:, None]
+        actions = self.queries + self.action_in(noisy_actions)
+        x = torch.cat([self.proprio_in(proprio)[:, None], actions], dim=1) + time
+        for block in self.blocks:
+            x = block(x, memory, memory_mask)
+        return self.velocity_out(self.norm_out(x[:, 1:]))

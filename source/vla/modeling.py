@@ -1,0 +1,303 @@
+"""`VLAModel`: frozen Qwen2.5-VL (+ LoRA) -> projector -> flow-matching action expert.
+
+    features, mask = model.compute_vlm_features(context, wrist, instructions)   # pre-projector, cacheable
+    memory, mask   = model.encode(context, wrist, instructions)                  # projected, expert input
+    loss           = model(batch)["loss"]
+    actions        = model.predict_action(context, wrist, instructions, proprio)  # float32 (B,16,7), raw units
+
+Normalisation of proprio (in) and actions (in for training, out for inference) happens inside the
+model in float32, with the stats held as buffers, so callers always deal in raw units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla.backbone.qwen import core_model, load_backbone, prepare_vlm_inputs
+from vla.config import VLAConfig
+from vla.model.action_expert import ActionExpert
+from vla.model.flow_matching import euler_sample, flow_matching_loss, sample_time
+from vla.model.projector import build_projector
+from vla.normalization import STD_FLOOR, FeatureStats, NormStats
+
+HEAD_MODULES = ("projector", "memory_pos", "expert")  # the trainable head saved in head.safetensors
+
+
+class Normalizer(nn.Module):
+    """Action/proprio stats as float32 buffers that stay float32 when the model is cast to bf16."""
+
+    FIELDS = ("mean", "std", "q01", "q99")
+
+    def __init__(self, action_dim: int, proprio_dim: int, mode: str = "mean_std"):
+        super().__init__()
+        self.mode = mode
+        self.set_stats(NormStats.identity(action_dim, proprio_dim), _register=True)
+
+    def set_stats(self, stats: NormStats, _register: bool = False) -> None:
+        for prefix, feat in (("action", stats.action), ("proprio", stats.proprio)):
+            for name in self.FIELDS:
+                value = torch.as_tensor(getattr(feat, name), dtype=torch.float32)
+                key = f"{prefix}_{name}"
+                if _register:
+                    self.register_buffer(key, value)
+                else:
+                    old = getattr(self, key)
+                    if old.shape != value.shape:
+                        raise ValueError(f"norm stats: {prefix} has {value.shape[0]} dims but the model expects "
+                                         f"{old.shape[0]}; recompute the stats with the model's key mapping")
+                    setattr(self, key, value.to(old.device))
+
+    def get_stats(self) -> NormStats:
+        def feat(prefix: str) -> FeatureStats:
+            return FeatureStats(**{n: getattr(self, f"{prefix}_{n}").cpu().numpy() for n in self.FIELDS})
+
+        return NormStats(action=feat("action"), proprio=feat("proprio"))
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        for key, buf in self._buffers.items():  # follow device moves, ignore dtype casts
+            if buf is not None and buf.dtype != torch.float32:
+                self._buffers[key] = buf.float()
+        return self
+
+    def _scale_shift(self, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "quantile":  # [q01, q99] -> [-1, 1]
+            lo, hi = getattr(self, f"{prefix}_q01"), getattr(self, f"{prefix}_q99")
+            return ((hi - lo) / 2).clamp_min(STD_FLOOR), (hi + lo) / 2
+        return getattr(self, f"{prefix}_std").clamp_min(STD_FLOOR), getattr(self, f"{prefix}_mean")
+
+    def normalize(self, prefix: str, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self._scale_shift(prefix)
+        return (x.float() - shift) / scale
+
+    def denormalize(self, prefix: str, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self._scale_shift(prefix)
+        return x.float() * scale + shift
+
+
+def select_tokens(hidden: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather the selected positions of each row, left-aligned: (B,L,H), (B,L) bool -> (B,M,H), (B,M) bool.
+
+    Works for left or right padding alike; padded slots are zeros with mask False.
+    """
+    counts = selected.sum(1)
+    width = max(int(counts.max()), 1)
+    order = torch.argsort((~selected).to(torch.int32), dim=1, stable=True)[:, :width]
+    feats = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
+    mask = torch.arange(width, device=hidden.device)[None] < counts[:, None]
+    return feats * mask[..., None].to(feats.dtype), mask
+
+
+def pad_vlm_features(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collate per-sample cached (features (M_i,H), mask (M_i,)) into (B,M,H), (B,M), padding on the right."""
+    width = max(int(f.shape[0]) for f, _ in items)
+    feats = torch.zeros(len(items), width, items[0][0].shape[-1], dtype=items[0][0].dtype)
+    mask = torch.zeros(len(items), width, dtype=torch.bool)
+    for i, (f, m) in enumerate(items):
+        feats[i, : f.shape[0]] = f
+        mask[i, : m.shape[0]] = m.bool()
+    return feats, mask
+
+
+def build_head(cfg: VLAConfig) -> nn.ModuleDict:
+    """The trainable head (projector, optional memory position table, expert), without a backbone.
+
+    Its state-dict keys are those of `VLAModel.head_state_dict()`; checkpoint tools (legacy import)
+    build it alone so that they never need to load a multi-GB backbone.
+    """
+    head = nn.ModuleDict({"projector": build_projector(cfg.projector, cfg.vlm_hidden, cfg.d_model)})
+    if cfg.memory_pos_emb:
+        head["memory_pos"] = nn.Embedding(cfg.max_memory_tokens, cfg.d_model)
+        nn.init.normal_(head["memory_pos"].weight, std=0.02)
+    head["expert"] = ActionExpert(cfg.d_model, cfg.expert_layers, cfg.expert_heads, cfg.num_queries,
+                                  cfg.action_dim, cfg.proprio_dim, cfg.expert_ff_mult, cfg.expert_dropout)
+    return head
+
+
+class VLAModel(nn.Module):
+    def __init__(self, cfg: VLAConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 adapter_dir: str | None = None):
+        """`dtype` is the backbone's dtype; the head is created in float32 (cast the whole model with
+        `.to(torch.bfloat16)` for bf16 inference, or train it under autocast)."""
+        super().__init__()
+        self.cfg = cfg
+        self.backbone, self.processor = load_backbone(cfg, device=device, dtype=dtype, adapter_dir=adapter_dir)
+        self.image_token_id = int(core_model(self.backbone).config.image_token_id)
+        head = build_head(cfg)
+        self.projector = head["projector"]
+        self.memory_pos = head["memory_pos"] if "memory_pos" in head else None
+        self.expert = head["expert"]
+        self.normalizer = Normalizer(cfg.action_dim, cfg.proprio_dim, cfg.norm_mode)
+        for name in HEAD_MODULES:
+            module = getattr(self, name)
+            if module is not None:
+                module.to(device)
+        self.normalizer.to(device)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.expert.queries.device
+
+    @property
+    def head_dtype(self) -> torch.dtype:
+        return self.expert.queries.dtype
+
+    @property
+    def vlm_trainable(self) -> bool:
+        """False when the backbone is frozen and LoRA is off: `compute_vlm_features` can then be cached."""
+        return any(p.requires_grad for p in self.backbone.parameters())
+
+    def set_norm_stats(self, stats: NormStats) -> None:
+        self.normalizer.set_stats(stats)
+
+    def get_norm_stats(self) -> NormStats:
+        return self.normalizer.get_stats()
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by kind, for separate learning rates: 'lora', 'backbone' (unfrozen), 'head'."""
+        groups: dict[str, list[nn.Parameter]] = {"lora": [], "backbone": [], "head": []}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.startswith("backbone."):
+                groups["lora" if "lora_" in name else "backbone"].append(p)
+            else:
+                groups["head"].append(p)
+        return groups
+
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in HEAD_MODULES}
+
+    # ------------------------------------------------------------------ conditioning
+    def _selection(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        valid = attention_mask.bool()
+        mode = self.cfg.conditioning
+        if mode == "all_tokens":
+            return valid
+        if mode == "image_tokens":
+            return valid & (input_ids == self.image_token_id)
+        # last_token: the last valid position of each row (left or right padding)
+        positions = torch.arange(valid.shape[1], device=valid.device)[None].expand_as(valid)
+        last = torch.where(valid, positions, -1).argmax(1)
+        return torch.nn.functional.one_hot(last, valid.shape[1]).bool()
+
+    def compute_vlm_features(self, context_images, wrist_images, instructions: Sequence[str] | str
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-projector hidden states of the conditioning tokens: (B,M,vlm_hidden), mask (B,M) bool.
+
+        Gradients flow only when the backbone is trainable (LoRA/unfrozen) and grad mode is on.
+        """
+        inputs = prepare_vlm_inputs(self.processor, context_images, wrist_images, instructions, self.cfg)
+        backbone = core_model(self.backbone)
+        vlm_dtype = next(p for p in backbone.parameters() if p.is_floating_point()).dtype
+        if vlm_dtype not in (torch.float16, torch.bfloat16, torch.float32):  # 4-bit weights
+            vlm_dtype = torch.bfloat16
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(vlm_dtype)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.vlm_trainable):
+            # The inner Qwen2_5_VLModel gives the final hidden states without computing LM-head logits.
+            out = backbone(**inputs, use_cache=False, return_dict=True)
+        return select_tokens(out.last_hidden_state, self._selection(inputs["input_ids"], inputs["attention_mask"]))
+
+    def project(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-projector features -> expert memory (B,M,d_model) (+ token-index embeddings)."""
+        features = features.to(self.device, self.head_dtype)
+        memory = self.projector(features)
+        if self.memory_pos is not None:
+            width = memory.shape[1]
+            if width > self.cfg.max_memory_tokens:
+                raise ValueError(f"{width} memory tokens exceed max_memory_tokens {self.cfg.max_memory_tokens}; "
+                                 "raise max_memory_tokens in the model config")
+            memory = memory + self.memory_pos.weight[:width].to(memory.dtype)
+        return memory, mask.to(self.device).bool()
+
+    def encode(self, context_images, wrist_images, instructions: Sequence[str] | str
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.project(*self.compute_vlm_features(context_images, wrist_images, instructions))
+
+    def _memory(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if batch.get("vlm_features") is not None:
+            return self.project(_tensor(batch["vlm_features"]), _tensor(batch["vlm_mask"]))
+        return self.encode(batch["context_image"], batch["wrist_image"], batch["instruction"])
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Flow-matching loss on a batch in raw units (see docs/CONTRACTS.md for the keys)."""
+        memory, memory_mask = self._memory(batch)
+        dtype, k, b = memory.dtype, self.cfg.noise_draws_per_obs, memory.shape[0]
+        cfg = self.cfg
+        actions = _checked(_tensor(batch["actions"], self.device), "actions", (b, cfg.num_queries, cfg.action_dim))
+        proprio = _checked(_tensor(batch["proprio"], self.device), "proprio", (b, cfg.proprio_dim))
+        actions = self.normalizer.normalize("action", actions).to(dtype)
+        proprio = self.normalizer.normalize("proprio", proprio).to(dtype)
+        action_mask = batch.get("action_mask")
+        action_mask = (torch.ones(actions.shape[:2], dtype=torch.bool, device=self.device) if action_mask is None
+                       else _checked(_tensor(action_mask, self.device), "action_mask", (b, cfg.num_queries)).bool())
+        if k > 1:  # several noise/time draws per (expensive) VLM forward
+            memory, memory_mask, actions, proprio, action_mask = (
+                x.repeat_interleave(k, 0) for x in (memory, memory_mask, actions, proprio, action_mask))
+        noise = torch.randn_like(actions)
+        t = sample_time(actions.shape[0], self.cfg.time_sampling, device=self.device, dtype=dtype)
+
+        def velocity(x, tt):
+            return self.expert(x, tt, proprio, memory, memory_mask)
+
+        loss = flow_matching_loss(velocity, actions, noise, t, action_mask)
+        return {"loss": loss}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict_action(self, context_images=None, wrist_images=None, instructions: Sequence[str] | str | None = None,
+                       proprio=None, *, num_steps: int | None = None, generator: torch.Generator | None = None,
+                       noise: torch.Tensor | None = None, vlm_features: torch.Tensor | None = None,
+                       vlm_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Action chunks in raw units, float32 (B, num_queries, action_dim).
+
+        `noise` (B,Q,A) fixes the starting point (e.g. to compare two inputs with the same noise);
+        otherwise it is drawn in float32 from `generator` and cast to the conditioning dtype.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            if vlm_features is not None:
+                memory, memory_mask = self.project(_tensor(vlm_features), _tensor(vlm_mask))
+            else:
+                memory, memory_mask = self.encode(context_images, wrist_images, instructions)
+            batch = memory.shape[0]
+            proprio = _tensor(proprio, self.device)
+            proprio = _checked(proprio[None] if proprio.ndim == 1 else proprio, "proprio", (batch, self.cfg.proprio_dim))
+            proprio = self.normalizer.normalize("proprio", proprio).to(memory.dtype)
+            shape = (batch, self.cfg.num_queries, self.cfg.action_dim)
+            if noise is None:
+                gen_device = generator.device if generator is not None else self.device
+                noise = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
+            elif tuple(noise.shape) != shape:
+                raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
+            x0 = noise.to(self.device, memory.dtype)
+
+            def velocity(x, t):
+                return self.expert(x, t, proprio, memory, memory_mask)
+
+            chunk = euler_sample(velocity, x0, num_steps or self.cfg.flow_steps)
+            return self.normalizer.denormalize("action", chunk)
+        finally:
+            self.train(was_training)
+
+
+def _checked(x: torch.Tensor, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(x.shape)}")
+    return x
+
+
+def _tensor(x, device: torch.device | None = None) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    x = torch.as_tensor(x)
+    return x.to(device) if device is not None else x

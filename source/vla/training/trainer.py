@@ -1,0 +1,503 @@
+"""The training loop behind ``scripts/train.py`` (one CPU, one GPU, or many through HF accelerate).
+
+Two phases, so bad input never leaves anything behind:
+
+1. ``plan_run`` checks everything that can be wrong with the input: the config keys, the key mapping,
+   every demo file (``verify_files``), the model preset and its fit with the mapping, the output
+   folder (fresh, or resumable with a matching config). It writes nothing.
+2. ``Trainer.run`` builds the model, computes (cached) normalisation statistics, precomputes VLM
+   features when the backbone is frozen, and trains: AdamW with separate LoRA/head learning rates,
+   warmup + cosine, gradient accumulation and clipping, optional head EMA, bf16 autocast on CUDA.
+   Periodic checkpoints (``vla.checkpoint`` format) come with a resumable training state; the end of a
+   run writes ``final/``, the image-conditioning effect and ``summary.json``.
+
+Output folder::
+
+    train_config.yaml  metrics.jsonl  summary.json  tb/  final/  checkpoints/step_N/
+    training_state/step_N/  feature_cache/ (feature_cache: disk)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..data.dataset import DemoDataset, collate
+from ..data.key_mapping import KeyMapping
+from ..data.stats import compute_norm_stats
+from ..data.verify import DatasetSummary, check_files
+from ..utils.io import atomic_write_text
+from .config import TrainConfig, TrainConfigError
+from .ema import HeadEMA
+from .features import CachedSamples, load_or_compute_features
+from .optim import build_optimizer, build_scheduler
+from .sampler import ResumableSampler
+from .state import TrainingStateError, latest_state, load_training_state, restore_rng, save_training_state
+
+CONFIG_FILE = "train_config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+# Keys that may differ between a run and its resumption (they don't change the numbers).
+RESUME_FREE_KEYS = {"output_dir", "log_every", "val_every", "val_batches", "save_every", "keep_last",
+                    "image_effect_samples", "feature_cache", "data.num_workers"}
+
+
+@dataclass
+class RunPlan:
+    """A validated run: nothing here has touched the output folder yet."""
+
+    cfg: TrainConfig
+    mapping: KeyMapping
+    model_cfg: object  # vla.config.VLAConfig
+    output_dir: Path
+    resume_from: Path | None
+    data: DatasetSummary
+
+
+# ---------------------------------------------------------------------- validation
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "model_overrides":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _resume_mismatch(saved: dict, cfg: TrainConfig) -> list[str]:
+    a, b = _flatten(saved), _flatten(cfg.to_dict())
+    return sorted(k for k in set(a) | set(b) if k not in RESUME_FREE_KEYS and a.get(k) != b.get(k))
+
+
+def plan_run(cfg: TrainConfig, resume: bool | str | None = None) -> RunPlan:
+    """Validate a run (raises a ``ValueError`` subclass with one line naming the problem); writes nothing."""
+    from ..config import load_model_preset
+
+    cfg.resolve_paths()
+    mapping = KeyMapping.load(cfg.data.key_mapping)
+    model_cfg = load_model_preset(cfg.model, **cfg.model_overrides)
+    if model_cfg.proprio_dim != mapping.proprio_dim:
+        raise TrainConfigError(
+            f"key mapping '{mapping.name}' builds a {mapping.proprio_dim}-dim proprio but model '{model_cfg.preset}' "
+            f"expects proprio_dim {model_cfg.proprio_dim}; set model_overrides.proprio_dim={mapping.proprio_dim} or fix the mapping"
+        )
+    if model_cfg.action_dim != mapping.action_dim:
+        raise TrainConfigError(
+            f"key mapping '{mapping.name}' has action_dim {mapping.action_dim} but model '{model_cfg.preset}' predicts "
+            f"{model_cfg.action_dim}; the policy needs 7 (6 relative IK pose deltas + 1 gripper)"
+        )
+    summary = check_files(cfg.data.files, mapping)
+    out = Path(cfg.output_dir).expanduser().absolute()
+    resume_from = None
+    if resume:
+        if isinstance(resume, str) and Path(resume).name.startswith("step_"):
+            resume_from = Path(resume).absolute()
+        else:
+            resume_from = latest_state(out)
+        if resume_from is None or not (resume_from / "state.json").is_file():
+            raise TrainingStateError(
+                f"{out}: no training state to resume (expected {out}/training_state/step_*); "
+                "start without --resume, or point output_dir at the run to continue"
+            )
+        saved_cfg = out / CONFIG_FILE
+        if saved_cfg.is_file():
+            saved = yaml.safe_load(saved_cfg.read_text()) or {}
+            diff = _resume_mismatch(saved, cfg)
+            if diff:
+                raise TrainConfigError(
+                    f"{saved_cfg}: resuming with different settings for {diff}; resume with the run's own config "
+                    f"(scripts/train.py --resume {out}) or start a new output_dir"
+                )
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TrainConfigError(
+            f"output_dir {out} already exists and is not empty; pass --resume to continue that run or set output_dir=..."
+        )
+    return RunPlan(cfg=cfg, mapping=mapping, model_cfg=model_cfg, output_dir=out, resume_from=resume_from, data=summary)
+
+
+# ---------------------------------------------------------------------- helpers
+def _mixed_precision(setting: str) -> str:
+    if setting == "auto":
+        return "bf16" if torch.cuda.is_available() else "no"
+    return setting
+
+
+def _evenly_spaced(n: int, k: int) -> list[int]:
+    if n <= 0 or k <= 0:
+        return []
+    k = min(n, k)
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(params) != set(tensors):
+        missing, extra = sorted(set(params) - set(tensors))[:3], sorted(set(tensors) - set(params))[:3]
+        raise TrainingStateError(f"{where}: weights don't match the model (missing {missing}, unexpected {extra}); "
+                                 "resume with the run's own model config")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[n].to(p.device, p.dtype))
+
+
+class _Metrics:
+    """metrics.jsonl (one JSON object per line) + TensorBoard, on the main process only."""
+
+    def __init__(self, out: Path, start_step: int, enabled: bool):
+        self.enabled = enabled
+        self.path = out / METRICS_FILE
+        self.tb = None
+        if not enabled:
+            return
+        if start_step > 0 and self.path.is_file():  # drop what a killed run logged after its last state
+            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))
+        self.file = open(self.path, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if start_step > 0 else None)
+        except ImportError:  # tensorboard is a dependency of isaaclab; degrade to metrics.jsonl only
+            print("warning: tensorboard not installed; logging to metrics.jsonl only", file=sys.stderr)
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and v is not None and math.isfinite(v):
+                    self.tb.add_scalar(k if "/" in k else f"train/{k}", v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+# ---------------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, plan: RunPlan, show_progress: bool = True):
+        from accelerate import Accelerator
+
+        self.plan, self.cfg = plan, plan.cfg
+        self.acc = Accelerator(mixed_precision=_mixed_precision(self.cfg.mixed_precision))
+        self.show = show_progress and self.acc.is_local_main_process
+        self._fsdp = self.acc.distributed_type.name == "FSDP"
+        if self._fsdp and self.cfg.ema.enabled:
+            raise TrainConfigError("ema.enabled is not supported with FSDP (the averaged weights would be sharded); "
+                                   "set ema.enabled=false or use DDP (config/accelerate/ddp.yaml)")
+        self.out = plan.output_dir
+
+    def _say(self, msg: str) -> None:
+        if self.acc.is_main_process:
+            tqdm.write(msg) if self.show else print(msg, flush=True)
+
+    # -------------------------------------------------------------- setup
+    def _build(self) -> None:
+        from accelerate.utils import set_seed
+
+        from ..modeling import VLAModel
+
+        cfg, acc, plan = self.cfg, self.acc, self.plan
+        set_seed(cfg.seed)
+        backbone_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else torch.float32
+        t = time.time()
+        with acc.main_process_first():  # the first process builds/caches the tiny backbone and the stats
+            self.model = VLAModel(plan.model_cfg, device=acc.device, dtype=backbone_dtype)
+            self.stats = compute_norm_stats(cfg.data.files, plan.mapping)
+        self.model.set_norm_stats(self.stats)
+        self._say(f"model '{plan.model_cfg.preset}' on {acc.device} ({time.time() - t:.1f} s); "
+                  f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trainable parameters; "
+                  f"backbone {'trainable (LoRA)' if self.model.vlm_trainable else 'frozen'}")
+        mc = plan.model_cfg
+        common = dict(val_fraction=cfg.data.val_fraction, chunk=mc.num_queries, image_size=tuple(mc.image_size),
+                      seed=cfg.seed, max_demos=cfg.data.max_demos, success_only=cfg.data.success_only)
+        self.train_ds = DemoDataset(cfg.data.files, plan.mapping, split="train", **common)
+        self.val_ds = DemoDataset(cfg.data.files, plan.mapping, split="val", **common)
+        self._say(f"data: {self.train_ds.num_demos} train demos ({len(self.train_ds)} samples), "
+                  f"{self.val_ds.num_demos} val demos ({len(self.val_ds)} samples), key mapping '{plan.mapping.name}'")
+        self.instruction = cfg.data.instruction or Counter(d.instruction for d in self.train_ds.demos).most_common(1)[0][0]
+        self.sampler = ResumableSampler(len(self.train_ds), cfg.seed, acc.process_index, acc.num_processes)
+        self.val_indices = _evenly_spaced(len(self.val_ds), cfg.val_batches * cfg.batch_size)
+
+        self.use_cache = not self.model.vlm_trainable and cfg.feature_cache != "off"
+        self.feature_s = 0.0
+        self.train_cache = self.val_cache = None
+        if self.use_cache:
+            t = time.time()
+            cache_dir = self.out / "feature_cache" if cfg.feature_cache == "disk" else None
+            kw = dict(batch_size=max(cfg.batch_size, 16), num_workers=cfg.data.num_workers, instruction=cfg.data.instruction,
+                      show=self.show, model_cfg=mc.to_dict())
+            with torch.random.fork_rng(devices=[]):
+                self.train_cache = load_or_compute_features(
+                    self.model, self.train_ds, self.sampler.shard, cache_dir=cache_dir,
+                    name=f"train_rank{acc.process_index}", desc="VLM features (train)", **kw)
+                if self.val_indices and acc.is_main_process:
+                    self.val_cache = load_or_compute_features(self.model, self.val_ds, self.val_indices,
+                                                              cache_dir=cache_dir, name="val", desc="VLM features (val)", **kw)
+            self.feature_s = time.time() - t
+            self._say(f"frozen backbone: cached VLM features of {len(self.train_cache)} samples in {self.feature_s:.1f} s "
+                      f"({tuple(self.train_cache.features.shape[1:])} per sample); the head trains on them")
+
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
+        self.ema = HeadEMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
+        self.start_step, rng = 0, None
+        st = None
+        if plan.resume_from is not None:
+            st = load_training_state(plan.resume_from)
+            _load_trainable(self.model, st["model"], plan.resume_from)
+            self.scheduler.load_state_dict(st["scheduler"])
+            if self.ema is not None:
+                if st["ema"] is None:
+                    raise TrainingStateError(f"{plan.resume_from}: saved without EMA but ema.enabled is true")
+                self.ema.load_state_tensors(st["ema"])
+            self.start_step, rng = st["step"], st["rng"]
+        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        if st is not None:
+            osd = st["optimizer"]
+            if self._fsdp:
+                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+                osd = FSDP.optim_state_dict_to_load(self.model, self.optimizer.optimizer, osd)
+            self.optimizer.load_state_dict(osd)
+            self._say(f"resumed from {plan.resume_from} at step {self.start_step}")
+        self.consumed = self.start_step * cfg.batch_size * cfg.grad_accum_steps
+        self._batches = self._batch_iter(self.consumed)
+        if rng is not None:  # last: nothing after this may draw from the global generators before step 1
+            restore_rng(*rng)
+
+    def _batch_iter(self, start: int):
+        cfg, dev = self.cfg, self.acc.device
+        sampler = ResumableSampler(len(self.train_ds), cfg.seed, self.acc.process_index, self.acc.num_processes, start=start)
+        if self.use_cache:
+            it = iter(sampler)
+            while True:
+                idx = [next(it) for _ in range(cfg.batch_size)]
+                yield self.train_cache.batch(self.train_cache.rows(idx), dev)
+        loader = torch.utils.data.DataLoader(
+            self.train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+            collate_fn=collate, pin_memory=dev.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+            generator=torch.Generator().manual_seed(cfg.seed),  # keeps worker seeding off the global RNG
+        )
+        for b in loader:
+            if cfg.data.instruction:
+                b["instruction"] = [cfg.data.instruction] * len(b["instruction"])
+            yield b
+
+    # -------------------------------------------------------------- evaluation
+    def _ema_applied(self):
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Mean val loss with fixed noise (so successive evaluations are comparable); main process only."""
+        if not self.val_indices or not self.acc.is_main_process:
+            return None
+        model, cfg = self.acc.unwrap_model(self.model), self.cfg
+        was = model.training
+        model.eval()
+        losses = []
+        with torch.random.fork_rng(devices=[]), self._ema_applied(), self.acc.autocast():
+            torch.manual_seed(cfg.seed + 1_000_003)
+            for s in range(0, len(self.val_indices), cfg.batch_size):
+                idx = self.val_indices[s:s + cfg.batch_size]
+                if self.val_cache is not None:
+                    batch = self.val_cache.batch(self.val_cache.rows(idx), self.acc.device)
+                else:
+                    batch = collate([self.val_ds[i] for i in idx])
+                    if cfg.data.instruction:
+                        batch["instruction"] = [cfg.data.instruction] * len(idx)
+                losses.append(float(model(batch)["loss"].float()) * len(idx))
+        model.train(was)
+        return sum(losses) / len(self.val_indices)
+
+    def image_effects(self) -> dict[str, float]:
+        from .diagnostics import image_effects
+
+        n = self.cfg.image_effect_samples
+        ds = self.val_ds if len(self.val_ds) >= 2 else self.train_ds
+        idx = _evenly_spaced(len(ds), n)
+        if len(idx) < 2 or not self.acc.is_main_process:
+            return {}
+        batch = collate([ds[i] for i in idx])
+        if self.cfg.data.instruction:
+            batch["instruction"] = [self.cfg.data.instruction] * len(idx)
+        model = self.acc.unwrap_model(self.model)
+        with torch.random.fork_rng(devices=[]), self._ema_applied(), self.acc.autocast():
+            return image_effects(model, batch, seed=self.cfg.seed)
+
+    # -------------------------------------------------------------- saving
+    def save(self, step: int, final: bool = False, val_loss: float | None = None) -> Path | None:
+        self.acc.wait_for_everyone()
+        path = None
+        optimizer_state = self.optimizer.state_dict()
+        gather = contextlib.nullcontext()
+        if self._fsdp:  # full (unsharded) weights and optimizer state on rank 0; collective on all ranks
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            optimizer_state = FSDP.optim_state_dict(self.model, self.optimizer.optimizer)
+            gather = FSDP.summon_full_params(self.model, writeback=False, rank0_only=True, offload_to_cpu=True)
+        with gather:
+            if self.acc.is_main_process:
+                path = self._save_main(step, final, val_loss, optimizer_state)
+        self.acc.wait_for_everyone()
+        return path
+
+    def _save_main(self, step: int, final: bool, val_loss: float | None, optimizer_state: dict) -> Path:
+        from ..checkpoint import save_checkpoint
+
+        model = self.acc.unwrap_model(self.model)
+        path = self.out / "final" if final else self.out / "checkpoints" / f"step_{step:06d}"
+        extra = {"step": step, "val_loss": val_loss, "train_config": self.cfg.to_dict(),
+                 "train_demos": self.train_ds.demo_ids, "samples": len(self.train_ds)}
+        with self._ema_applied():
+            save_checkpoint(model, path, key_mapping=self.plan.mapping.to_dict(), instruction=self.instruction, extra=extra)
+        save_training_state(
+            self.out, step, model_tensors=_trainable_state(model),
+            optimizer_state=optimizer_state, scheduler_state=self.scheduler.state_dict(),
+            ema_tensors=self.ema.state_tensors() if self.ema is not None else None,
+            meta={"consumed_samples": step * self.cfg.batch_size * self.cfg.grad_accum_steps,
+                  "world_size": self.acc.num_processes}, keep_last=self.cfg.keep_last,
+        )
+        return path
+
+    # -------------------------------------------------------------- loop
+    def run(self) -> dict:
+        cfg, acc, out = self.cfg, self.acc, self.out
+        t_start = time.time()
+        self._build()  # model, stats, data, features: may still fail on a broken backbone, so before any write
+        if acc.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in list(out.glob(".*.tmp")) + list(out.glob("*/.*.tmp")):  # left by a killed run
+                shutil.rmtree(stale, ignore_errors=True)
+            if self.plan.resume_from is None:
+                atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        metrics = _Metrics(out, self.start_step, acc.is_main_process)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        per_step = cfg.batch_size * cfg.grad_accum_steps * acc.num_processes
+        window, last_val, train_time = [], None, 0.0
+        t_log, steps_since_log = time.time(), 0
+        bar = tqdm(total=cfg.max_steps, initial=self.start_step, desc="train", unit="step",
+                   disable=not self.show, dynamic_ncols=True)
+        self.model.train()
+        for step in range(self.start_step + 1, cfg.max_steps + 1):
+            t0 = time.time()
+            total = torch.zeros((), device=acc.device)
+            for micro in range(cfg.grad_accum_steps):
+                batch = next(self._batches)
+                sync = micro == cfg.grad_accum_steps - 1 or acc.num_processes == 1
+                with contextlib.nullcontext() if sync else acc.no_sync(self.model):
+                    with acc.autocast():
+                        loss = self.model(batch)["loss"] / cfg.grad_accum_steps
+                    acc.backward(loss)
+                total += loss.detach().float()
+            grad_norm = acc.clip_grad_norm_(params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update()
+            loss_value = float(acc.reduce(total, reduction="mean"))
+            train_time += time.time() - t0
+            window.append(loss_value)
+            steps_since_log += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                now = time.time()
+                lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+                values = {"loss": loss_value, "loss_avg": sum(window[-steps_since_log:]) / steps_since_log,
+                          "grad_norm": float(grad_norm), "lr": lrs.get("heads", next(iter(lrs.values()))),
+                          "samples_per_s": steps_since_log * per_step / max(now - t_log, 1e-9)}
+                if "lora" in lrs:
+                    values["lr_lora"] = lrs["lora"]
+                metrics.log(step, values)
+                bar.set_postfix(loss=f"{values['loss_avg']:.4f}", lr=f"{values['lr']:.2e}")
+                t_log, steps_since_log = now, 0
+            if cfg.val_every and step % cfg.val_every == 0 and step != cfg.max_steps:
+                last_val = self.validate()
+                if last_val is not None:
+                    metrics.log(step, {"val/loss": last_val})
+                    self._say(f"step {step}: val loss {last_val:.4f}")
+            if cfg.save_every and step % cfg.save_every == 0 and step != cfg.max_steps:
+                self.save(step, val_loss=last_val)
+        bar.close()
+
+        last_val = self.validate()
+        if last_val is not None:
+            metrics.log(cfg.max_steps, {"val/loss": last_val})
+        effects = self.image_effects()
+        if effects:
+            metrics.log(cfg.max_steps, {f"diag/{k}": v for k, v in effects.items()})
+        final = self.save(cfg.max_steps, final=True, val_loss=last_val)
+        metrics.close()
+        steps_run = cfg.max_steps - self.start_step
+        tail = window[-max(1, min(len(window), cfg.log_every)):]
+        summary = {
+            "steps": cfg.max_steps,
+            "steps_this_run": steps_run,
+            "resumed_from_step": self.start_step if self.plan.resume_from is not None else None,
+            "final_loss": sum(tail) / len(tail) if tail else None,
+            "val_loss": last_val,
+            **({"image_effect": None} if not effects else effects),
+            "samples_per_s": steps_run * per_step / train_time if train_time > 0 else None,
+            "feature_cache": self.use_cache,
+            "feature_cache_s": round(self.feature_s, 2),
+            "wall_s": round(time.time() - t_start, 2),
+            "train_demos": self.train_ds.num_demos,
+            "val_demos": self.val_ds.num_demos,
+            "train_samples": len(self.train_ds),
+            "device": str(acc.device),
+            "num_processes": acc.num_processes,
+            "mixed_precision": acc.mixed_precision,
+            "checkpoint": str(final) if final else None,
+        }
+        if acc.is_main_process:
+            atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1))
+            self._say("done: " + ", ".join(f"{k} {_fmt(summary.get(k))}" for k in (
+                "steps", "final_loss", "val_loss", "image_effect", "samples_per_s")) + f"; checkpoint {final}")
+        return summary
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def train(cfg: TrainConfig, resume: bool | str | None = None, show_progress: bool = True) -> dict:
+    """Validate, then train; returns the summary dict (also written to ``<output_dir>/summary.json``)."""
+    return Trainer(plan_run(cfg, resume), show_progress=show_progress).run()
+
+
+def input_error_types() -> tuple[type[Exception], ...]:
+    """Exceptions that mean bad input (config, data, model files): scripts print one line and exit 2."""
+    from ..backbone.images import ImageInputError
+    from ..backbone.qwen import BackboneError
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+    from ..data.hdf5 import DatasetError
+    from ..data.key_mapping import KeyMappingError
+    from ..data.preprocess import ImageFormatError
+    from ..normalization import NormStatsError
+
+    return (TrainConfigError, TrainingStateError, DatasetError, KeyMappingError, ConfigError, BackboneError,
+            CheckpointError, NormStatsError, ImageFormatError, ImageInputError)

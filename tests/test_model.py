@@ -1,0 +1,303 @@
+"""VLAModel on the tiny Qwen2.5-VL (real transformers classes, random weights), CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vla.backbone.images import ImageInputError
+from vla.backbone.qwen import BackboneError
+from vla.config import ConfigError, VLAConfig, load_model_preset
+from vla.modeling import VLAModel, pad_vlm_features
+from vla.normalization import NormStats
+
+torch.set_num_threads(1)
+INSTRUCTIONS = ["lift the red cube", "stack", "pick up the cube and lift it, then hold it still"]
+
+
+def _obs(batch: int, seed: int = 0, size: int = 112):
+    rng = np.random.default_rng(seed)
+    ctx = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    wrist = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    proprio = rng.normal(size=(batch, 27)).astype(np.float32)
+    return ctx, wrist, proprio
+
+
+def _batch(batch: int, seed: int = 0):
+    ctx, wrist, proprio = _obs(batch, seed)
+    rng = np.random.default_rng(seed + 100)
+    mask = np.ones((batch, 16), bool)
+    mask[0, 12:] = False  # an episode end inside the chunk
+    return {"context_image": ctx, "wrist_image": wrist, "instruction": (INSTRUCTIONS * batch)[:batch],
+            "proprio": proprio, "actions": rng.normal(size=(batch, 16, 7)).astype(np.float32), "action_mask": mask}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return VLAModel(load_model_preset("tiny"))
+
+
+@pytest.fixture(scope="module")
+def tiny_lora():
+    torch.manual_seed(0)
+    return VLAModel(load_model_preset("tiny-lora"))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_shapes_and_dtypes(tiny, batch):
+    ctx, wrist, proprio = _obs(batch, size=128)  # resized to the preset's 112x112 inside
+    feats, mask = tiny.compute_vlm_features(ctx, wrist, INSTRUCTIONS[:batch])
+    assert feats.shape == (batch, 32, 128) and mask.shape == (batch, 32) and mask.all()  # 16 image tokens per view
+    memory, _ = tiny.encode(torch.from_numpy(ctx), torch.from_numpy(wrist), INSTRUCTIONS[:batch])
+    assert memory.shape == (batch, 32, 128)
+    actions = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:batch], proprio)
+    assert actions.shape == (batch, 16, 7) and actions.dtype == torch.float32 and torch.isfinite(actions).all()
+    out = tiny(_batch(batch))
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+
+
+def test_single_unbatched_observation_and_shared_instruction(tiny):
+    ctx, wrist, proprio = _obs(1)
+    a = tiny.predict_action(ctx[0], wrist[0], "lift the red cube", proprio[0], generator=torch.Generator().manual_seed(1))
+    b = tiny.predict_action(ctx, wrist, ["lift the red cube"], proprio, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (1, 16, 7) and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batched_forward_matches_per_sample_with_padding(side):
+    """Prompts of different lengths are padded; masks must make each row equal to its unbatched forward."""
+    model = VLAModel(load_model_preset("tiny", conditioning="all_tokens"))
+    model.processor.tokenizer.padding_side = side
+    ctx, wrist, _ = _obs(3)
+    with torch.no_grad():
+        feats, mask = model.compute_vlm_features(ctx, wrist, INSTRUCTIONS)
+        counts = mask.sum(1).tolist()
+        assert len(set(counts)) == 3  # genuinely different lengths -> padding happened
+        for i in range(3):
+            alone, alone_mask = model.compute_vlm_features(ctx[i:i + 1], wrist[i:i + 1], INSTRUCTIONS[i:i + 1])
+            n = int(alone_mask.sum())
+            assert n == counts[i]
+            torch.testing.assert_close(feats[i, :n], alone[0, :n], atol=1e-5, rtol=1e-5)
+            assert not feats[i, n:].any()
+
+
+def test_conditioning_modes_select_the_right_tokens(tiny):
+    ctx, wrist, _ = _obs(2)
+    with torch.no_grad():
+        inputs = {k: v for k, v in __import__("vla.backbone.qwen", fromlist=["x"]).prepare_vlm_inputs(
+            tiny.processor, ctx, wrist, INSTRUCTIONS[:2], tiny.cfg).items()}
+        valid = inputs["attention_mask"].sum(1).tolist()
+        for mode, expected in (("image_tokens", [32, 32]), ("all_tokens", valid), ("last_token", [1, 1])):
+            model = VLAModel(tiny.cfg.replace(conditioning=mode))
+            _, mask = model.compute_vlm_features(ctx, wrist, INSTRUCTIONS[:2])
+            assert mask.sum(1).tolist() == expected, mode
+
+
+def test_loss_falls_on_a_fixed_batch():
+    """50 AdamW steps through the image path lower the loss measured with the same noise and times."""
+    torch.manual_seed(0)
+    model = VLAModel(load_model_preset("tiny", noise_draws_per_obs=4))
+    batch = _batch(4, seed=3)
+
+    def paired_loss() -> float:
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(123)
+            return model(batch)["loss"].item()
+
+    opt = torch.optim.AdamW([p for ps in model.param_groups().values() for p in ps], lr=1e-3)
+    before = paired_loss()
+    model.train()
+    for _ in range(50):
+        loss = model(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = paired_loss()
+    assert after < 0.8 * before, (before, after)  # measured: 2.30 -> 1.51
+
+
+def test_cached_features_path_equals_image_path(tiny):
+    """The trainer's frozen-feature cache must give exactly what the image path gives."""
+    ctx, wrist, proprio = _obs(2)
+    with torch.no_grad():
+        feats, mask = tiny.compute_vlm_features(ctx, wrist, INSTRUCTIONS[:2])
+    noise = torch.randn(2, 16, 7)
+    a = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise)
+    b = tiny.predict_action(proprio=proprio, noise=noise, vlm_features=feats, vlm_mask=mask)
+    assert torch.equal(a, b)
+    # per-sample cached features collate back to the same batch
+    f2, m2 = pad_vlm_features([(feats[i][mask[i]], mask[i][mask[i]]) for i in range(2)])
+    assert torch.equal(f2, feats) and torch.equal(m2, mask)
+    torch.manual_seed(5)
+    la = tiny({**_batch(2), "context_image": ctx, "wrist_image": wrist})["loss"]
+    torch.manual_seed(5)
+    lb = tiny({**_batch(2), "vlm_features": feats, "vlm_mask": mask})["loss"]
+    assert torch.equal(la, lb)
+
+
+def test_sampling_is_deterministic_under_a_seed(tiny):
+    ctx, wrist, proprio = _obs(2)
+    a = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, generator=torch.Generator().manual_seed(7))
+    b = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, generator=torch.Generator().manual_seed(7))
+    c = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_flow_steps_are_configurable(tiny):
+    ctx, wrist, proprio = _obs(1)
+    noise = torch.randn(1, 16, 7)
+    calls = []
+    handle = tiny.expert.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        tiny.predict_action(ctx, wrist, INSTRUCTIONS[:1], proprio, noise=noise)
+        assert len(calls) == tiny.cfg.flow_steps == 10
+        calls.clear()
+        tiny.predict_action(ctx, wrist, INSTRUCTIONS[:1], proprio, noise=noise, num_steps=3)
+        assert len(calls) == 3
+    finally:
+        handle.remove()
+
+
+def test_normalisation_in_float32_raw_units_out(tiny):
+    """predict_action denormalises with the model's stats: changing them maps outputs affinely, exactly."""
+    ctx, wrist, proprio = _obs(2)
+    noise = torch.randn(2, 16, 7)
+    rng = np.random.default_rng(0)
+    base = NormStats.from_arrays(rng.normal(size=(50, 16, 7)), proprio)
+    tiny.set_norm_stats(base)
+    a = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise)
+    scaled = NormStats.from_dict(base.to_dict())
+    scaled.action.mean = base.action.mean + 10.0
+    scaled.action.std = base.action.std * 3.0
+    tiny.set_norm_stats(scaled)
+    b = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise)
+    normalised = (a - torch.from_numpy(base.action.mean)) / torch.from_numpy(base.action.std)
+    torch.testing.assert_close(b, normalised * torch.from_numpy(scaled.action.std) + torch.from_numpy(scaled.action.mean))
+    assert tiny.normalizer.action_mean.dtype == torch.float32
+    tiny.set_norm_stats(NormStats.identity(7, 27))
+    with pytest.raises(ValueError, match="dims"):
+        tiny.set_norm_stats(NormStats.identity(6, 27))
+
+
+def test_bf16_path(tiny):
+    """The whole model cast to bf16 (stats stay float32) still returns float32 raw-unit actions."""
+    try:
+        torch.ones(2, 2, dtype=torch.bfloat16) @ torch.ones(2, 2, dtype=torch.bfloat16)
+    except RuntimeError:
+        pytest.skip("this CPU build has no bf16 matmul")
+    model = VLAModel(load_model_preset("tiny"), dtype=torch.bfloat16)
+    model.load_state_dict(tiny.state_dict())
+    model.to(torch.bfloat16)
+    assert model.normalizer.action_std.dtype == torch.float32
+    ctx, wrist, proprio = _obs(2)
+    noise = torch.randn(2, 16, 7)
+    memory, _ = model.encode(ctx, wrist, INSTRUCTIONS[:2])
+    assert memory.dtype == torch.bfloat16
+    out = model.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise)
+    ref = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - ref).abs().mean() < 0.1 * ref.abs().mean()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the training-side mixed-precision path
+        loss = tiny(_batch(2))["loss"]
+    assert torch.isfinite(loss)
+
+
+def test_noise_draws_per_obs():
+    model = VLAModel(load_model_preset("tiny", noise_draws_per_obs=4))
+    loss = model(_batch(2))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.expert.velocity_out.weight.grad is not None
+
+
+def test_frozen_tiny_has_no_trainable_backbone(tiny):
+    assert not tiny.vlm_trainable
+    groups = tiny.param_groups()
+    assert not groups["lora"] and not groups["backbone"] and groups["head"]
+    assert not any(p.requires_grad for p in tiny.backbone.parameters())
+
+
+def test_lora_acts_in_the_forward_pass_and_only_right_params_train(tiny_lora):
+    model = tiny_lora
+    assert model.vlm_trainable
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or n.split(".")[0] in ("projector", "memory_pos", "expert") for n in trainable)
+    lora_names = [n for n in trainable if "lora_" in n]
+    assert lora_names and all("language_model" in n and "visual" not in n for n in lora_names)
+    ctx, wrist, _ = _obs(2)
+    with torch.no_grad():
+        before, _ = model.compute_vlm_features(ctx, wrist, INSTRUCTIONS[:2])
+        saved = {n: p.clone() for n, p in model.backbone.named_parameters() if "lora_B" in n}
+        for n, p in model.backbone.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+        after, _ = model.compute_vlm_features(ctx, wrist, INSTRUCTIONS[:2])
+        for n, p in model.backbone.named_parameters():
+            if n in saved:
+                p.copy_(saved[n])
+        restored, _ = model.compute_vlm_features(ctx, wrist, INSTRUCTIONS[:2])
+    assert (after - before).abs().max() > 1e-2  # LoRA changes the hidden states
+    torch.testing.assert_close(restored, before)
+    # gradients reach the LoRA weights through the loss
+    model.zero_grad()
+    model(_batch(2))["loss"].backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]  # lora_A's are 0 while B == 0
+    assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_predictions_depend_on_the_context_and_wrist_images(tiny):
+    """Image conditioning is wired: same noise, different image -> different chunk; same image -> identical."""
+    ctx, wrist, proprio = _obs(2)
+    other_ctx, other_wrist, _ = _obs(2, seed=9)
+    noise = torch.randn(2, 16, 7)
+    ref = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise)
+    same = tiny.predict_action(ctx.copy(), wrist.copy(), INSTRUCTIONS[:2], proprio, noise=noise)
+    swapped_ctx = tiny.predict_action(other_ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise)
+    swapped_wrist = tiny.predict_action(ctx, other_wrist, INSTRUCTIONS[:2], proprio, noise=noise)
+    assert torch.equal(ref, same)
+    scale = ref.abs().mean()
+    assert (swapped_ctx - ref).abs().mean() > 1e-3 * scale
+    assert (swapped_wrist - ref).abs().mean() > 1e-3 * scale
+
+
+def test_bad_inputs_raise_clear_errors(tiny):
+    ctx, wrist, proprio = _obs(1)
+    with pytest.raises(ImageInputError, match="uint8"):
+        tiny.predict_action(ctx.astype(np.float32) / 255.0, wrist, "x", proprio)
+    with pytest.raises(ImageInputError, match=r"\(B, H, W, 3\)"):
+        tiny.predict_action(ctx[..., :2], wrist, "x", proprio)
+    with pytest.raises(ValueError, match="proprio"):
+        tiny.predict_action(ctx, wrist, "x", proprio[:, :5])
+    with pytest.raises(ConfigError, match="conditioning"):
+        VLAConfig(conditioning="first_token")
+    with pytest.raises(ConfigError, match="available presets"):
+        load_model_preset("no-such-preset")
+    with pytest.raises(ConfigError, match="unknown model config key"):
+        VLAConfig.from_dict({"d_modle": 3})
+    with pytest.raises(BackboneError, match="vlm_hidden"):
+        VLAModel(load_model_preset("tiny", vlm_hidden=64))
+    with pytest.raises(BackboneError, match="load_in_4bit"):
+        VLAModel(load_model_preset("tiny", load_in_4bit=True))
+
+
+def test_presets_load_and_round_trip():
+    for name in ("qwen2.5-vl-7b", "qwen2.5-vl-3b", "tiny", "tiny-lora"):
+        cfg = load_model_preset(name)
+        assert VLAConfig.from_dict(cfg.to_dict()) == cfg
+    seven = load_model_preset("qwen2.5-vl-7b")
+    assert (seven.vlm_hidden, seven.d_model, seven.expert_layers, seven.projector, seven.conditioning,
+            seven.lora.r, seven.lora.enabled) == (3584, 512, 6, "mlp", "all_tokens", 16, True)
+    assert load_model_preset("qwen2.5-vl-3b").vlm_hidden == 2048
+    assert not load_model_preset("tiny").vlm_trainable and load_model_preset("tiny-lora").vlm_trainable
+
+
+def test_tiny_backbone_is_built_once_and_cached():
+    from vla.backbone.tiny import build_tiny_qwen_vl, tiny_model_dir
+
+    path = build_tiny_qwen_vl()
+    assert path == tiny_model_dir() and path.name.startswith("tiny-qwen2.5-vl-")
+    mtime = (path / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny_qwen_vl() == path and (path / "model.safetensors").stat().st_mtime_ns == mtime
+    for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "build.json"):
+        assert (path / name).is_file(), name

@@ -1,0 +1,112 @@
+"""VLAPolicy's chunk queue, replanning, resets, ensembling and clipping (no simulator needed).
+
+A stub model stands in for the VLA: its chunk for env i at call c is ``a[j] = 0.01 * (100 * c + j)``
+in every dim, so the action a policy emits says exactly which chunk and which step it came from.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("isaaclab")
+
+from vla_isaac.policy import VLAPolicy  # noqa: E402
+
+
+class StubModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.cfg = SimpleNamespace(num_queries=16, action_dim=7, image_size=[32, 32])
+        self.calls = []
+
+    def predict_action(self, ctx, wrist, instr, proprio, **kw):
+        self.calls.append((ctx.shape[0], list(instr)))
+        c = len(self.calls) - 1
+        j = torch.arange(16, dtype=torch.float32)
+        chunk = (0.01 * (100 * c + j))[None, :, None].expand(ctx.shape[0], 16, 7)
+        return chunk.clone()
+
+
+MAPPING = {
+    "context_image": "table_cam",
+    "wrist_image": "wrist_cam",
+    "proprio": [["eef_pos", 3], ["gripper_pos", 2]],
+    "instruction": "lift the red cube",
+}
+
+
+def obs(n=2, hw=48):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "policy": {
+            "table_cam": torch.randint(0, 255, (n, hw, hw, 3), dtype=torch.uint8, generator=g),
+            "wrist_cam": torch.randint(0, 255, (n, hw, hw, 3), dtype=torch.uint8, generator=g),
+            "eef_pos": torch.zeros(n, 3),
+            "gripper_pos": torch.zeros(n, 2),
+        }
+    }
+
+
+def make(**kw):
+    m = StubModel()
+    return m, VLAPolicy(m, None, key_mapping=MAPPING, num_envs=2, action_clip=100.0, **kw)
+
+
+def test_one_model_call_per_replanning_step():
+    m, pol = make(replan_every=4)
+    out = [pol(obs()) for _ in range(12)]
+    assert pol.num_model_calls == 3 and len(m.calls) == 3
+    assert all(b == 2 for b, _ in m.calls)  # all envs in one batched call
+    assert m.calls[0][1] == ["lift the red cube"] * 2
+    # steps 0..3 come from chunk 0 (j = 0..3), step 4 from chunk 1 (j = 0)
+    assert [round(float(a[0, 0]), 4) for a in out[:5]] == [0.0, 0.01, 0.02, 0.03, 1.0]
+
+
+def test_reset_clears_only_that_envs_queue():
+    m, pol = make(replan_every=8)
+    for _ in range(3):
+        pol(obs())
+    pol.reset([1])
+    a = pol(obs())
+    assert len(m.calls) == 2 and m.calls[1][0] == 1  # only env 1 replanned
+    assert float(a[0, 0]) == pytest.approx(0.03)  # env 0 continues its chunk
+    assert float(a[1, 0]) == pytest.approx(1.0)  # env 1 starts a new one
+
+
+def test_images_are_resized_to_the_model_input():
+    m, pol = make()
+    inputs = pol.prepare_inputs(obs(hw=48))
+    assert tuple(inputs["context_image"].shape) == (2, 32, 32, 3) and inputs["context_image"].dtype == torch.uint8
+    assert tuple(inputs["proprio"].shape) == (2, 5)
+
+
+def test_temporal_ensemble_averages_overlapping_chunks():
+    m, pol = make(replan_every=1, temporal_ensemble=True, ensemble_decay=0.0)
+    a0 = pol(obs())  # chunk 0, j=0 -> 0.0
+    a1 = pol(obs())  # mean(chunk0[1]=0.01, chunk1[0]=1.0)
+    assert float(a0[0, 0]) == pytest.approx(0.0)
+    assert float(a1[0, 0]) == pytest.approx((0.01 + 1.0) / 2)
+
+
+def test_actions_are_clipped():
+    m = StubModel()
+    pol = VLAPolicy(m, None, key_mapping=MAPPING, num_envs=2, action_clip=0.05, replan_every=16)
+    acts = torch.stack([pol(obs()) for _ in range(16)])
+    assert float(acts.max()) == pytest.approx(0.05)
+
+
+def test_missing_observation_key_is_named():
+    from vla_isaac.policy import ObservationKeyError
+
+    m, pol = make()
+    o = obs()
+    del o["policy"]["eef_pos"]
+    with pytest.raises(ObservationKeyError, match="eef_pos"):
+        pol(o)
+
+
+def test_replan_every_out_of_range():
+    with pytest.raises(ValueError, match="replan_every"):
+        make(replan_every=17)
