@@ -36,18 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow_steps", type=int, default=None, help="Euler steps of the flow sampler (default: checkpoint's)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--instruction", default=None, help="override the instruction given to the policy")
-    p.add_argument("--backend", default="auto", help="physics backend: auto, mujoco_c, mjwarp or physx")
-    p.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"), help="camera resolution")
     p.add_argument("--episode_length_s", type=float, default=None, help="override the task's episode length")
     p.add_argument("--videos", type=int, default=2, help="mp4 videos of the first N episodes of env 0 (0: none)")
     p.add_argument("--output", default=None, help="output folder")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    try:
-        from isaaclab.app import add_launcher_args
+    from vla_isaac.envs import add_sim_args
 
-        add_launcher_args(p)  # --device, --viz, ...
-    except Exception:  # noqa: BLE001 - isaaclab absent: the import error below says what to do
-        p.add_argument("--device", default="cpu")
+    add_sim_args(p)  # Isaac Lab launcher flags (--device, --viz, ...) + --backend, --image_size
     return p
 
 

@@ -40,15 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replan_every", type=int, default=8)
     p.add_argument("--temporal_ensemble", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="auto")
     p.add_argument("--video", action="store_true", help="write outputs/play/<task>-<time>.mp4 of env 0")
-    try:
-        from isaaclab.app import add_launcher_args
+    from vla_isaac.envs import add_sim_args
 
-        add_launcher_args(p)  # --device, --viz, ...
-    except Exception:  # noqa: BLE001
-        p.add_argument("--device", default="cpu")
-        p.add_argument("--viz", default=None)
+    add_sim_args(p)  # Isaac Lab launcher flags (--device, --viz, ...) + --backend, --image_size
     return p
 
 
@@ -78,7 +73,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = make_env_cfg(task, num_envs=args.num_envs, device=getattr(args, "device", None) or "cpu",
-                       backend=args.backend, seed=args.seed)
+                       backend=args.backend, seed=args.seed,
+                       image_size=tuple(args.image_size) if args.image_size else None)
     env = make_env(cfg, launcher_args=args)
     try:
         try:

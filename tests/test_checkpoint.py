@@ -7,9 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from vla.checkpoint import (CheckpointError, load_vla_for_inference, read_checkpoint_config, save_checkpoint,
-                            verify_checkpoint)
+from vla.checkpoint import (
+    CheckpointError,
+    load_vla_for_inference,
+    read_checkpoint_config,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from vla.config import load_model_preset
 from vla.modeling import VLAModel
 from vla.normalization import NormStats
@@ -33,7 +37,7 @@ def _trained_like(preset: str) -> VLAModel:
     rng = np.random.default_rng(1)
     model.set_norm_stats(NormStats.from_arrays(rng.normal(size=(64, 16, 7)) * 2 + 1, rng.normal(size=(64, 27))))
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     return model

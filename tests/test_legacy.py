@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from vla.checkpoint import load_vla_for_inference, read_checkpoint_config
 from vla.legacy import LegacyCheckpointError, convert_legacy, load_legacy, main
 

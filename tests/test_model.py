@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from vla.backbone.images import ImageInputError
 from vla.backbone.qwen import BackboneError
 from vla.config import ConfigError, VLAConfig, load_model_preset
@@ -60,7 +59,8 @@ def test_shapes_and_dtypes(tiny, batch):
 
 def test_single_unbatched_observation_and_shared_instruction(tiny):
     ctx, wrist, proprio = _obs(1)
-    a = tiny.predict_action(ctx[0], wrist[0], "lift the red cube", proprio[0], generator=torch.Generator().manual_seed(1))
+    a = tiny.predict_action(ctx[0], wrist[0], "lift the red cube", proprio[0],
+                            generator=torch.Generator().manual_seed(1))
     b = tiny.predict_action(ctx, wrist, ["lift the red cube"], proprio, generator=torch.Generator().manual_seed(1))
     assert a.shape == (1, 16, 7) and torch.equal(a, b)
 
@@ -174,7 +174,8 @@ def test_normalisation_in_float32_raw_units_out(tiny):
     tiny.set_norm_stats(scaled)
     b = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise)
     normalised = (a - torch.from_numpy(base.action.mean)) / torch.from_numpy(base.action.std)
-    torch.testing.assert_close(b, normalised * torch.from_numpy(scaled.action.std) + torch.from_numpy(scaled.action.mean))
+    expected = normalised * torch.from_numpy(scaled.action.std) + torch.from_numpy(scaled.action.mean)
+    torch.testing.assert_close(b, expected)
     assert tiny.normalizer.action_mean.dtype == torch.float32
     tiny.set_norm_stats(NormStats.identity(7, 27))
     with pytest.raises(ValueError, match="dims"):
@@ -222,7 +223,8 @@ def test_lora_acts_in_the_forward_pass_and_only_right_params_train(tiny_lora):
     model = tiny_lora
     assert model.vlm_trainable
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n or n.split(".")[0] in ("projector", "memory_pos", "expert") for n in trainable)
+    head = ("projector", "memory_pos", "expert")
+    assert trainable and all("lora_" in n or n.split(".")[0] in head for n in trainable)
     lora_names = [n for n in trainable if "lora_" in n]
     assert lora_names and all("language_model" in n and "visual" not in n for n in lora_names)
     ctx, wrist, _ = _obs(2)

@@ -160,7 +160,8 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
                               f"vla-isaac understands ({FORMAT_VERSION}); upgrade vla-isaac")
     for required in REQUIRED_FILES:
         if required not in files:
-            raise CheckpointError(f"{manifest_path}: does not list {required}; the manifest was tampered with; {REFETCH}")
+            raise CheckpointError(f"{manifest_path}: does not list {required}; the manifest was tampered with; "
+                                  f"{REFETCH}")
     for rel, info in files.items():
         target = (path / rel).resolve()
         if path.resolve() not in target.parents:

@@ -106,7 +106,7 @@ def map_projector(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
     if len(weights) != 2:
         return {}, sorted(tensors)
     mapped, used = {}, []
-    for ours, theirs in zip(("projector.0", "projector.2"), weights):
+    for ours, theirs in zip(("projector.0", "projector.2"), weights, strict=False):
         prefix = theirs[: -len("weight")]
         mapped[f"{ours}.weight"] = tensors[theirs]
         used.append(theirs)
@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: mapped {len(summary['mapped'])} projector tensors; norm stats {summary['norm_stats']}; "
-          f"expert {summary['expert']}; skipped {summary['skipped_lora_keys']} LoRA tensors (never applied by the seed)")
+          f"expert {summary['expert']}; skipped {summary['skipped_lora_keys']} LoRA tensors "
+          "(never applied by the seed)")
     return 0
 
 

@@ -271,7 +271,8 @@ class VLAModel(nn.Module):
                 memory, memory_mask = self.encode(context_images, wrist_images, instructions)
             batch = memory.shape[0]
             proprio = _tensor(proprio, self.device)
-            proprio = _checked(proprio[None] if proprio.ndim == 1 else proprio, "proprio", (batch, self.cfg.proprio_dim))
+            proprio = proprio[None] if proprio.ndim == 1 else proprio
+            proprio = _checked(proprio, "proprio", (batch, self.cfg.proprio_dim))
             proprio = self.normalizer.normalize("proprio", proprio).to(memory.dtype)
             shape = (batch, self.cfg.num_queries, self.cfg.action_dim)
             if noise is None:

@@ -188,9 +188,12 @@ def make_env(
 
     from isaaclab.app import launch_simulation
 
-    cfg = make_env_cfg(cfg_or_task, **cfg_kwargs) if isinstance(cfg_or_task, str) else cfg_or_task
-    if isinstance(cfg_or_task, str) is False and cfg_kwargs:
+    if isinstance(cfg_or_task, str):
+        cfg = make_env_cfg(cfg_or_task, **cfg_kwargs)
+    elif cfg_kwargs:
         raise EnvConfigError(f"make_env(cfg, ...): options {sorted(cfg_kwargs)} only apply to a task id")
+    else:
+        cfg = cfg_or_task
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
 

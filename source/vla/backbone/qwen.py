@@ -39,7 +39,8 @@ def _quantization_config(cfg: VLAConfig, device: torch.device):
         raise BackboneError("load_in_4bit: true needs bitsandbytes; install it with "
                             "`pip install 'vla-isaac[quant]'` or set load_in_4bit: false") from exc
     if device.type != "cuda":
-        raise BackboneError(f"load_in_4bit: true needs a CUDA device (got {device}); set load_in_4bit: false on the CPU")
+        raise BackboneError(f"load_in_4bit: true needs a CUDA device (got {device}); "
+                            "set load_in_4bit: false on the CPU")
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -131,7 +132,7 @@ def prepare_vlm_inputs(processor, context_images, wrist_images, instructions: Se
     if len(instructions) != ctx.shape[0]:
         raise ValueError(f"{len(instructions)} instructions for a batch of {ctx.shape[0]} images")
     images: list[np.ndarray] = []
-    for c, w in zip(ctx, wrist):
+    for c, w in zip(ctx, wrist, strict=False):
         images += [c, w]  # order matches the two image placeholders of each prompt
     return processor(text=build_prompts(processor, instructions, cfg), images=images, return_tensors="pt",
                      padding=True)

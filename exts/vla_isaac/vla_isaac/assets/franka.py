@@ -196,6 +196,11 @@ def franka_cfg(source: str = "offline", colliders: str = "mesh", physics: str = 
         cfg.prim_path = "{ENV_REGEX_NS}/Robot"
         cfg.init_state = init_state
         cfg.spawn.variants["Physics"] = "physx" if physics == "physx" else "mujoco"
+        if physics != "physx":  # Newton ignores disable_gravity: compensate gravity per link instead
+            from isaaclab_newton.sim.schemas import MujocoRigidBodyCfg
+
+            props = cfg.spawn.rigid_props if isinstance(cfg.spawn.rigid_props, list) else [cfg.spawn.rigid_props]
+            cfg.spawn.rigid_props = [*props, MujocoRigidBodyCfg(gravcomp=GRAVITY_COMPENSATION)]
         return cfg
     if source != "offline":
         raise FrankaAssetError(f"franka source={source!r}: choose 'offline' or 'isaaclab'")

@@ -32,6 +32,9 @@ TABLE_BOUNDS = (
 
 DEFAULT_IMAGE_SIZE = (128, 128)  # (height, width): CPU-friendly; (200, 200) matches NVIDIA's Cosmos data
 
+TABLE_CAM_EYE = (1.1, 0.55, 0.6)  # [m] in front of and to the right of the workspace ...
+TABLE_CAM_TARGET = (0.4, 0.0, 0.12)  # ... looking at the cube spawn area, with the hand in view
+
 _PINHOLE = dict(focal_length=24.0, focus_distance=400.0, horizontal_aperture=20.955, clipping_range=(0.05, 3.0))
 
 
@@ -84,8 +87,23 @@ def cube_cfg(name: str, color: tuple[float, float, float], pos: tuple[float, flo
     )
 
 
+def look_at_ros(eye, target) -> tuple[float, float, float, float]:
+    """Quaternion (xyzw) of a camera at ``eye`` looking at ``target`` (ROS optical frame: z forward,
+    x right, y down; the world z axis is up)."""
+    import torch
+
+    from isaaclab.utils.math import quat_from_matrix
+
+    eye_t, target_t = torch.tensor(eye, dtype=torch.float64), torch.tensor(target, dtype=torch.float64)
+    forward = torch.nn.functional.normalize(target_t - eye_t, dim=0)
+    right = torch.nn.functional.normalize(torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)), dim=0)
+    down = torch.linalg.cross(forward, right)
+    quat = quat_from_matrix(torch.stack([right, down, forward], dim=1))
+    return tuple(round(float(v), 6) for v in quat)
+
+
 def table_camera_cfg(image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> CameraCfg:
-    """Third-person context camera at the front-right corner of the table, looking at the workspace."""
+    """Third-person context camera in front of the table on the right, looking at the workspace."""
     from isaaclab_newton.renderers import NewtonWarpRendererCfg
 
     return CameraCfg(
@@ -95,9 +113,7 @@ def table_camera_cfg(image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Camera
         width=image_size[1],
         data_types=["rgb"],
         spawn=sim_utils.PinholeCameraCfg(**_PINHOLE),
-        offset=CameraCfg.OffsetCfg(
-            pos=(1.3, 0.8, 0.75), rot=(0.35354, 0.75991, -0.49457, -0.23009), convention="ros"
-        ),
+        offset=CameraCfg.OffsetCfg(pos=TABLE_CAM_EYE, rot=look_at_ros(TABLE_CAM_EYE, TABLE_CAM_TARGET), convention="ros"),
         renderer_cfg=NewtonWarpRendererCfg(),
     )
 

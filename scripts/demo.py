@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""`make demo`: the whole workflow on the embedded default (CPU, Newton, tiny model), end to end.
+
+    record Lift-Cube demos with the scripted expert -> train the tiny preset -> evaluate it headless
+    against the scripted expert and an untrained policy -> write a report folder
+
+The report lands in ``outputs/demo-<time>/``: ``summary.json``, ``success_table.md``, ``loss_curve.png``,
+``policy_episode.mp4``, ``snapshots/`` (what both cameras see) and ``logs/``. Stages reuse earlier
+outputs from ``outputs/demo-cache/`` when re-run with the same settings (``--fresh`` redoes them).
+Each stage is its own process (Newton is one simulation per process; it also keeps memory flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+TASK = "Lift-Cube"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num_demos", type=int, default=40, help="expert demos to record")
+    p.add_argument("--image_size", type=int, default=64, help="camera resolution (square) for recording and evaluation")
+    p.add_argument("--train_steps", type=int, default=3000, help="training steps of the tiny preset")
+    p.add_argument("--eval_episodes", type=int, default=20, help="episodes per evaluated policy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="report folder (default outputs/demo-<time>)")
+    p.add_argument("--cache", default=str(ROOT / "outputs" / "demo-cache"), help="where stage outputs are reused from")
+    p.add_argument("--fresh", action="store_true", help="ignore cached stage outputs")
+    return p
+
+
+def key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class Stages:
+    """Runs each stage as a subprocess with its log in ``logs/``; progress bars go to the terminal."""
+
+    def __init__(self, report: Path, total: int):
+        from tqdm import tqdm
+
+        self.report = report
+        self.logs = report / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.bar = tqdm(total=total, desc="make demo", unit="stage", position=0, dynamic_ncols=True,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} stages |{bar}| {elapsed}")
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, cmd: list[str], show_progress: bool = True) -> None:
+        t0 = time.perf_counter()
+        self.bar.set_description(f"make demo [{name}]")
+        log = self.logs / f"{name}.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(log, "w") as f:
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            # tqdm bars (stderr) stay on the terminal; the verbose Isaac Lab output (stdout) goes to the log
+            proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=None if show_progress else f, env=env)
+        self.times[name] = time.perf_counter() - t0
+        if proc.returncode != 0:
+            tail = log.read_text().splitlines()[-15:]
+            raise SystemExit(f"error: stage '{name}' failed (exit {proc.returncode}); log: {log}\n" + "\n".join(tail))
+        self.bar.update(1)
+
+    def skip(self, name: str, why: str) -> None:
+        self.times[name] = 0.0
+        self.bar.write(f"[{name}] reusing {why}")
+        self.bar.update(1)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    t_start = time.perf_counter()
+    report = Path(args.output or ROOT / "outputs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    cache = Path(args.cache)
+    report.mkdir(parents=True, exist_ok=True)
+    st = Stages(report, total=6)
+    size = str(args.image_size)
+
+    # 1. what the robot sees
+    st.run("snapshots", [PY, "scripts/snapshot.py", "--task", TASK, "--output", str(report / "snapshots"),
+                         "--image_size", size, size], show_progress=False)
+
+    # 2. expert demos (cached by settings)
+    demos = cache / f"lift_demos-{key(args.num_demos, args.image_size, args.seed)}.hdf5"
+    if demos.exists() and not args.fresh:
+        st.skip("record", str(demos))
+    else:
+        demos.parent.mkdir(parents=True, exist_ok=True)
+        st.run("record", [PY, "scripts/record_demos.py", "--task", TASK, "--num_demos", str(args.num_demos),
+                          "--output", str(demos), "--image_size", size, "--seed", str(args.seed), "--overwrite"])
+
+    # 3. train the tiny preset (and save its untrained twin, the floor of the comparison)
+    run_dir = cache / f"train-{key(demos.name, args.train_steps, args.seed)}"
+    ckpt, untrained = run_dir / "final", cache / f"untrained-{key(demos.name, args.seed)}"
+    common = ["--config", "lift_tiny_cpu", f"data.files=[{demos}]", f"seed={args.seed}"]
+    if (ckpt / "manifest.json").exists() and not args.fresh:
+        st.skip("train", str(ckpt))
+    else:
+        st.run("train", [PY, "scripts/train.py", *common, f"output_dir={run_dir}", f"max_steps={args.train_steps}"])
+    if not (untrained / "final" / "manifest.json").exists() or args.fresh:
+        st.run("untrained", [PY, "scripts/train.py", *common, f"output_dir={untrained}", "max_steps=0", "--no_progress"],
+               show_progress=False)
+    else:
+        st.skip("untrained", str(untrained / "final"))
+
+    # 4. closed-loop evaluation: expert, trained and untrained policy, two processes at a time (2 cores)
+    evals = {
+        "scripted expert": ["--policy", "expert"],
+        "VLA tiny (trained)": ["--checkpoint", str(ckpt)],
+        "VLA tiny (untrained)": ["--checkpoint", str(untrained / "final")],
+    }
+    out_of = {name: report / "eval" / name.split(" (")[-1].rstrip(")").replace(" ", "_") for name in evals}
+    out_of["scripted expert"] = report / "eval" / "expert"
+    st.bar.set_description("make demo [evaluate]")
+    t0 = time.perf_counter()
+
+    def run_eval(name):
+        cmd = [PY, "scripts/eval_vla.py", "--task", TASK, *evals[name], "--num_episodes", str(args.eval_episodes),
+               "--seed", str(args.seed + 100), "--image_size", size, size, "--output", str(out_of[name]),
+               "--videos", "1" if "trained)" in name else "0", "--no_progress"]
+        with open(st.logs / f"eval-{out_of[name].name}.log", "w") as f:
+            rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        if rc != 0:
+            raise SystemExit(f"error: evaluation of {name} failed (exit {rc}); log: {st.logs}/eval-{out_of[name].name}.log")
+        return json.loads((out_of[name] / "summary.json").read_text())
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        summaries = dict(zip(evals, pool.map(run_eval, evals)))
+    st.times["evaluate"] = time.perf_counter() - t0
+    st.bar.update(1)
+
+    # 5. report
+    st.bar.set_description("make demo [report]")
+    train_summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    _loss_curve(run_dir / "metrics.jsonl", report / "loss_curve.png")
+    vids = sorted((out_of["VLA tiny (trained)"] / "videos").glob("*.mp4"))
+    if vids:
+        shutil.copy(vids[0], report / "policy_episode.mp4")
+    rows = ["| policy | success | 95% CI | mean episode length |", "|---|---|---|---|"]
+    for name, s in summaries.items():
+        lo, hi = s["success_ci95"]
+        rows.append(f"| {name} | {s['num_success']}/{s['num_episodes']} ({s['success_rate']:.0%}) | "
+                    f"{lo:.0%}-{hi:.0%} | {s['mean_episode_length']:.0f} |")
+    table = "\n".join(rows)
+    (report / "success_table.md").write_text(f"# {TASK}: closed-loop success\n\n{table}\n")
+    summary = {
+        "task": TASK, "settings": vars(args), "demos": str(demos), "checkpoint": str(ckpt),
+        "training": train_summary, "evaluation": summaries, "stage_seconds": st.times,
+        "total_seconds": time.perf_counter() - t_start,
+    }
+    (report / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    st.bar.update(1)
+    st.bar.close()
+
+    print(f"\n{table}\n")
+    eff = train_summary.get("image_effect")
+    if eff is not None:
+        print(f"image conditioning effect of the trained policy: {_fmt_effect(eff)} (0 = ignores its images)")
+    print(f"total {summary['total_seconds'] / 60:.1f} min; report: {report}")
+    return 0
+
+
+def _fmt_effect(eff) -> str:
+    if isinstance(eff, dict):
+        return ", ".join(f"{k} {v:.3f}" for k, v in eff.items() if isinstance(v, (int, float)))
+    return f"{eff:.3f}"
+
+
+def _loss_curve(metrics: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not metrics.exists():
+        return
+    train, val = [], []
+    for line in metrics.read_text().splitlines():
+        if not line.strip():
+            continue
+        m = json.loads(line)
+        if "loss" in m and "step" in m:
+            train.append((m["step"], m["loss"]))
+        if "val_loss" in m and "step" in m:
+            val.append((m["step"], m["val_loss"]))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train), label="train loss", lw=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="val loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
