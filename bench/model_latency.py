@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    import os
+
+    load = os.getloadavg()[0]
 
     from vla.backbone.qwen import core_model, prepare_vlm_inputs
     from vla.config import load_model_preset
@@ -110,7 +113,8 @@ def main() -> None:
 CPU, tiny preset (random 2-layer Qwen2.5-VL, {tokens}-token prompt: two 112x112 views = 2 x 16 image
 tokens + instruction; expert d {cfg.d_model} x {cfg.expert_layers} layers, memory = {feats.shape[1]} image tokens),
 torch threads {args.threads}, median of {args.reps} runs, all figures from one run.
-Machine: {_machine()}.
+Machine: {_machine()}; 1-min load average at start {load:.1f} (other processes share the cores: compare
+ratios within a run, not absolute times across runs).
 
 | VLM at batch 8 | batched (ms) | per-sample loop (ms) | loop / batched |
 |---|---|---|---|

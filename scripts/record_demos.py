@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 EXAMPLES = """examples:
   python scripts/record_demos.py --task Stack-Cube --num_demos 50 --num_envs 4 --output demos/stack.hdf5
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="scripted",
         help="scripted waypoint expert (default) or Isaac Lab's Se3Keyboard (needs a display and Isaac Sim)",
     )
-    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on the expert's arm actions")
+    parser.add_argument(
+        "--noise", type=float, default=0.0, help="std of Gaussian noise on the expert's arm command [m, rad per step]"
+    )
     parser.add_argument(
         "--seed",
         type=int,
@@ -161,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if Path(args.output).exists() and not (args.append or args.overwrite):  # before the slow imports
+        print(f"error: {args.output}: already exists; pass --append to add demos to it or --overwrite to replace it",
+              file=sys.stderr)  # fmt: skip
+        return 2
     from vla_isaac.envs import EnvConfigError, UnknownTaskError
     from vla_isaac.physics import BackendError
     from vla_isaac.recording import RecordingError

@@ -258,15 +258,24 @@ def test_keyboard_expert_needs_a_display(monkeypatch):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.sim
-def test_record_lift_demos_then_replay_them(tmp_path):
-    out = tmp_path / "lift.hdf5"
+@pytest.fixture(scope="module")
+def lift_demos(tmp_path_factory):
+    """Two Lift-Cube demos recorded by the script (shared by the layout and replay tests)."""
+    out = tmp_path_factory.mktemp("lift") / "lift.hdf5"
     proc = _record("Lift-Cube", out, 2)
     assert "recorded 2 demos" in proc.stdout
-    assert _check_layout(out, "Lift-Cube", num_cubes=1) == ["demo_0", "demo_1"]
-    assert list(tmp_path.iterdir()) == [out]  # no temp file left
+    return out
 
-    proc = _script("replay_demos.py", "--dataset", str(out), "--strict")
+
+@pytest.mark.sim
+def test_record_lift_demos(lift_demos):
+    assert _check_layout(lift_demos, "Lift-Cube", num_cubes=1) == ["demo_0", "demo_1"]
+    assert list(lift_demos.parent.iterdir()) == [lift_demos]  # no temp file left
+
+
+@pytest.mark.sim
+def test_replay_of_recorded_lift_demos_succeeds(lift_demos):
+    proc = _script("replay_demos.py", "--dataset", str(lift_demos), "--strict")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "replayed 2 demos: 2 reproduce success" in proc.stdout
 

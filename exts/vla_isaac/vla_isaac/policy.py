@@ -180,7 +180,10 @@ class VLAPolicy:
 
     def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
         """Clear the action queues of ``env_ids`` (all when None): call it when those envs reset."""
-        ids = range(self.num_envs) if env_ids is None else [int(i) for i in torch.as_tensor(env_ids).flatten().tolist()]
+        if env_ids is None or isinstance(env_ids, slice):
+            ids = range(self.num_envs)[env_ids or slice(None)]
+        else:
+            ids = [int(i) for i in torch.as_tensor(env_ids).flatten().tolist()]
         for i in ids:
             self._queue_pos[i] = self.chunk
             self._since_plan[i] = self.replan_every

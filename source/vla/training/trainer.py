@@ -51,7 +51,7 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 # Keys that may differ between a run and its resumption (they don't change the numbers).
 RESUME_FREE_KEYS = {"output_dir", "log_every", "val_every", "val_batches", "save_every", "keep_last",
-                    "image_effect_samples", "feature_cache", "data.num_workers"}
+                    "image_effect_samples", "feature_cache", "data.num_workers", "cpu_threads"}
 
 
 @dataclass
@@ -220,6 +220,8 @@ class Trainer:
 
         cfg, acc, plan = self.cfg, self.acc, self.plan
         set_seed(cfg.seed)
+        if acc.device.type == "cpu" and cfg.cpu_threads > 0:
+            torch.set_num_threads(cfg.cpu_threads)
         backbone_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else torch.float32
         t = time.time()
         with acc.main_process_first():  # the first process builds/caches the tiny backbone and the stats
