@@ -75,6 +75,10 @@ def main(argv=None) -> int:
 
     try:
         task = resolve_task(args.task)
+        if args.checkpoint:
+            from vla.checkpoint import read_checkpoint_config
+
+            read_checkpoint_config(args.checkpoint)  # verifies the manifest before anything is written
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

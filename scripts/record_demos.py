@@ -63,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="env seed (cube placements, noise); default 0, or with --append the file's demo count so that "
         "appended demos differ from the ones already there",
     )
-    parser.add_argument(
-        "--image_size", type=image_size, default=(128, 128), help="camera size, N or HxW (default 128)"
-    )
+    parser.add_argument("--image_size", type=image_size, default=(128, 128), help="camera size, N or HxW (default 128)")
     parser.add_argument(
         "--backend",
         choices=("auto", "mujoco_c", "mjwarp", "physx"),

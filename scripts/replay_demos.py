@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dataset", required=True, help="HDF5 file written by scripts/record_demos.py")
     parser.add_argument("--task", default=None, help="task id (default: the env_name stored in the file)")
-    parser.add_argument("--demos", nargs="+", default=None, help="demos to replay: demo_N names or indices N (default all)")
+    parser.add_argument(
+        "--demos", nargs="+", default=None, help="demos to replay: demo_N names or indices N (default all)"
+    )
     parser.add_argument("--num_envs", type=int, default=1, help="demos replayed in parallel (default 1)")
     parser.add_argument(
         "--backend",
@@ -77,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
             env.close()
     for r in stats.results:
         if not r.replayed_success:
-            print(f"  {r.demo}: did not reproduce success ({r.num_samples} steps, recorded success={r.recorded_success})")
+            print(
+                f"  {r.demo}: did not reproduce success ({r.num_samples} steps, recorded success={r.recorded_success})"
+            )
     print(f"{stats.summary()} [{info.path}, task {task}, backend {env_cfg.backend}]")
     if stop.requested:
         return 130

@@ -18,28 +18,7 @@ pytest.importorskip("isaaclab")
 
 pytestmark = [pytest.mark.sim]
 
-from vla.data.key_mapping import KeyMapping  # noqa: E402
-
-IMAGE = (64, 64)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """An untrained tiny-preset checkpoint with plausible norm stats for the lift key mapping."""
-    from vla.checkpoint import save_checkpoint
-    from vla.config import load_model_preset
-    from vla.modeling import VLAModel
-    from vla.normalization import FeatureStats, NormStats
-
-    torch.manual_seed(0)
-    cfg = load_model_preset("tiny").replace(image_size=list(IMAGE))
-    model = VLAModel(cfg)
-    act = FeatureStats(mean=np.zeros(7), std=np.full(7, 0.2), q01=-np.ones(7), q99=np.ones(7))
-    model.set_norm_stats(NormStats(action=act, proprio=FeatureStats.identity(27)))
-    mapping = KeyMapping.load("isaaclab_lift")
-    out = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(model, out, key_mapping=mapping.to_dict(), instruction="lift the red cube")
-    return out
+from conftest import TINY_IMAGE as IMAGE  # noqa: E402
 
 
 def _close(env):

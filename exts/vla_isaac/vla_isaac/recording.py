@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import h5py
 import numpy as np
@@ -79,7 +79,9 @@ def check_output_path(path: str | os.PathLike, mode: FileMode = "new", env_name:
         raise RecordingError(f"{path}: is a directory; give a file path such as {path / 'demos.hdf5'}")
     if path.exists():
         if mode == "new":
-            raise RecordingError(f"{path}: already exists; pass --append to add demos to it or --overwrite to replace it")
+            raise RecordingError(
+                f"{path}: already exists; pass --append to add demos to it or --overwrite to replace it"
+            )
         if mode == "append":
             try:
                 with h5py.File(path, "r") as f:
@@ -115,8 +117,8 @@ class DemoFileHandler(HDF5DatasetFileHandler):
     attributes: use :func:`demo_file_handler` to get a subclass bound to a mode.
     """
 
-    mode: FileMode = "new"
-    env_kwargs: dict = {}
+    mode: ClassVar[FileMode] = "new"
+    env_kwargs: ClassVar[dict] = {}
 
     def __init__(self):
         super().__init__()
@@ -421,7 +423,9 @@ def record_demos(
     if not recorder.active_terms:
         raise RecordingError("the env has no recorder terms: build it from a cfg passed through configure_recording()")
     if "success" in env.termination_manager.active_terms:
-        raise RecordingError("the env still terminates on 'success': build it from a cfg passed through configure_recording()")
+        raise RecordingError(
+            "the env still terminates on 'success': build it from a cfg passed through configure_recording()"
+        )
 
     stop = stop or StopFlag()
     stats = RecordingStats()
@@ -471,12 +475,12 @@ def record_demos(
                     recorder.export_episodes(finished)
                     stats.demos += len(finished)
                     stats.attempts += len(finished)
-                    bar.update(len(finished))
                     if stats.demos < num_demos:
                         obs, _ = env.reset(env_ids=ids)
                         restart(finished)
                 if failed or finished:
-                    bar.set_postfix(attempted=stats.attempts, success=f"{stats.success_rate:.0%}", refresh=False)
+                    bar.set_postfix(attempted=stats.attempts, success=f"{stats.success_rate:.0%}", refresh=not finished)
+                    bar.update(len(finished))
     finally:
         bar.close()
         stats.seconds = time.perf_counter() - start
