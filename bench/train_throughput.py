@@ -30,10 +30,12 @@ from _report import machine, write_section  # noqa: E402
 def loader_rate(ds, batch_size: int, workers: int, batches: int) -> float:
     from vla.data.dataset import collate
 
-    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=batch_size * (batches + 2),
-                                             generator=torch.Generator().manual_seed(0))
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                         collate_fn=collate)
+    sampler = torch.utils.data.RandomSampler(
+        ds, replacement=True, num_samples=batch_size * (batches + 2), generator=torch.Generator().manual_seed(0)
+    )
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate
+    )
     it = iter(loader)
     next(it), next(it)  # warm up (worker start, file open)
     t = time.perf_counter()
@@ -57,13 +59,24 @@ def main(argv=None) -> int:
         f = write_synthetic_demos(Path(tmp) / "demos.hdf5", num_demos=10, steps=40, image_size=(128, 128))
         ds = DemoDataset(f, "isaaclab_lift", split="all", image_size=(112, 112))
         bs = args.batch_size
-        rows = [("DataLoader, 0 workers (read + resize + collate)", loader_rate(ds, bs, 0, 20)),
-                ("DataLoader, 2 workers", loader_rate(ds, bs, 2, 20))]
+        rows = [
+            ("DataLoader, 0 workers (read + resize + collate)", loader_rate(ds, bs, 0, 20)),
+            ("DataLoader, 2 workers", loader_rate(ds, bs, 2, 20)),
+        ]
 
         def run(name, model, steps, **over):
-            items = [f"data.files=[{f}]", f"output_dir={Path(tmp) / name}", f"model={model}", f"max_steps={steps}",
-                     f"batch_size={bs}", "log_every=10", "val_every=0", "save_every=0", "image_effect_samples=0",
-                     *[f"{k}={v}" for k, v in over.items()]]
+            items = [
+                f"data.files=[{f}]",
+                f"output_dir={Path(tmp) / name}",
+                f"model={model}",
+                f"max_steps={steps}",
+                f"batch_size={bs}",
+                "log_every=10",
+                "val_every=0",
+                "save_every=0",
+                "image_effect_samples=0",
+                *[f"{k}={v}" for k, v in over.items()],
+            ]
             return train(load_train_config("lift_tiny_cpu", items), show_progress=False)
 
         cached = run("cached", "tiny", args.steps)
@@ -71,26 +84,34 @@ def main(argv=None) -> int:
         rows.append(("VLM feature pass, once per sample (frozen `tiny`)", feat_rate))
         rows.append(("train step, cached features (`tiny`)", cached["samples_per_s"]))
         lora = run("lora", "tiny-lora", args.lora_steps, **{"model_overrides.noise_draws_per_obs": 8})
-        rows.append(("train step, LoRA: processor + VLM fwd/bwd + head (`tiny-lora`, 8 noise draws)", lora["samples_per_s"]))
+        rows.append(
+            ("train step, LoRA: processor + VLM fwd/bwd + head (`tiny-lora`, 8 noise draws)", lora["samples_per_s"])
+        )
 
     load = os.getloadavg()[0]
     table = ["| stage (CPU, batch %d) | samples/s |" % bs, "|---|---|"]
     table += [f"| {name} | {rate:.0f} |" for name, rate in rows]
     loader0 = rows[0][1]
-    verdict = ("the loader (even without workers) outruns the LoRA step by "
-               f"{loader0 / rows[-1][1]:.1f}x; the cached-feature step reads no images at all")
-    md = "\n".join([
-        "## Training throughput (`bench/train_throughput.py`)",
-        "",
-        f"Machine: {machine()}, load average {load:.1f} at the end (shared machine: absolute rates vary run to run; "
-        "compare rows of the same run). Synthetic Isaac Lab file, 10 demos x ~40 steps, 128x128 views resized "
-        "to 112x112.",
-        "",
-        *table,
-        "",
-        f"Verdict: {verdict}. The frozen-backbone fast path pays the VLM once per sample "
-        f"({cached['feature_cache_s']:.1f} s for {cached['train_samples']} samples here), then trains the head only.",
-    ])
+    verdict = (
+        "the loader (even without workers) outruns the LoRA step by "
+        f"{loader0 / rows[-1][1]:.1f}x; the cached-feature step reads no images at all"
+    )
+    md = "\n".join(
+        [
+            "## Training throughput (`bench/train_throughput.py`)",
+            "",
+            f"Machine: {machine()}, load average {load:.1f} at the end (shared machine: absolute rates vary "
+            "run to run; "
+            "compare rows of the same run). Synthetic Isaac Lab file, 10 demos x ~40 steps, 128x128 views resized "
+            "to 112x112.",
+            "",
+            *table,
+            "",
+            f"Verdict: {verdict}. The frozen-backbone fast path pays the VLM once per sample "
+            f"({cached['feature_cache_s']:.1f} s for {cached['train_samples']} samples here), "
+            "then trains the head only.",
+        ]
+    )
     print(md)
     print(json.dumps({name: round(rate, 1) for name, rate in rows}))
     if not args.no_write:

@@ -111,8 +111,8 @@ def main(argv=None) -> int:
     else:
         st.run("train", [PY, "scripts/train.py", *common, f"output_dir={run_dir}", f"max_steps={args.train_steps}"])
     if not (untrained / "final" / "manifest.json").exists() or args.fresh:
-        st.run("untrained", [PY, "scripts/train.py", *common, f"output_dir={untrained}", "max_steps=0", "--no_progress"],
-               show_progress=False)
+        save_untrained_twin(ckpt, untrained / "final", seed=args.seed)
+        st.skip("untrained", "-> saved a freshly initialised twin (same config and stats)")
     else:
         st.skip("untrained", str(untrained / "final"))
 
@@ -171,6 +171,22 @@ def main(argv=None) -> int:
         print(f"image conditioning effect of the trained policy: {_fmt_effect(eff)} (0 = ignores its images)")
     print(f"total {summary['total_seconds'] / 60:.1f} min; report: {report}")
     return 0
+
+
+def save_untrained_twin(trained: Path, out: Path, seed: int) -> None:
+    """Same config, key mapping, instruction and normalisation stats as ``trained``, random head weights."""
+    import torch
+
+    from vla.checkpoint import load_vla_for_inference, read_checkpoint_config, save_checkpoint
+    from vla.modeling import VLAModel
+
+    meta = read_checkpoint_config(trained)
+    stats = load_vla_for_inference(trained).get_norm_stats()
+    torch.manual_seed(seed)
+    model = VLAModel(load_vla_for_inference(trained).cfg)
+    model.set_norm_stats(stats)
+    save_checkpoint(model, out, key_mapping=meta.get("key_mapping"), instruction=meta.get("instruction", ""),
+                    extra={"untrained_twin_of": str(trained)})
 
 
 def _fmt_effect(eff) -> str:

@@ -16,7 +16,6 @@ import sys
 
 import h5py
 import numpy as np
-
 from vla.data.hdf5 import DATA_GROUP, DatasetError, demo_names, open_h5
 
 
@@ -53,7 +52,11 @@ def tree(group: h5py.Group, indent: str = "  ") -> list[str]:
 
 def _signature(g: h5py.Group) -> dict:
     out = {}
-    g.visititems(lambda name, item: out.__setitem__(name, (item.shape[1:], str(item.dtype))) if isinstance(item, h5py.Dataset) else None)
+    g.visititems(
+        lambda name, item: (
+            out.__setitem__(name, (item.shape[1:], str(item.dtype))) if isinstance(item, h5py.Dataset) else None
+        )
+    )
     return out
 
 
@@ -84,10 +87,12 @@ def main(argv=None) -> int:
             g = f[DATA_GROUP][n]
             lengths.append(int(g["actions"].shape[0]) if "actions" in g else int(g.attrs.get("num_samples", 0)))
         ls = np.array(lengths)
-        print(f"  demos: {len(names)} ({names[0]} .. {names[-1]}), steps: {int(ls.sum())}, "
-              f"length min/mean/max: {ls.min()}/{ls.mean():.1f}/{ls.max()}")
+        print(
+            f"  demos: {len(names)} ({names[0]} .. {names[-1]}), steps: {int(ls.sum())}, "
+            f"length min/mean/max: {ls.min()}/{ls.mean():.1f}/{ls.max()}"
+        )
         if len(names) <= 20:
-            print("  lengths: " + ", ".join(f"{n}={l}" for n, l in zip(names, lengths)))
+            print("  lengths: " + ", ".join(f"{n}={t}" for n, t in zip(names, lengths)))
         show = args.demo or names[0]
         if show not in f[DATA_GROUP]:
             print(f"error: {args.file}: no demo '{show}' (demos: {names[0]} .. {names[-1]})", file=sys.stderr)
@@ -99,7 +104,10 @@ def main(argv=None) -> int:
         ref = _signature(g)
         differ = [n for n in names if n != show and _signature(f[DATA_GROUP][n]) != ref]
         if differ:
-            print(f"  note: {len(differ)} demo(s) have other keys/shapes than {show}, e.g. {differ[:5]} (--demo NAME shows one)")
+            print(
+                f"  note: {len(differ)} demo(s) have other keys/shapes than {show}, e.g. {differ[:5]} "
+                "(--demo NAME shows one)"
+            )
         else:
             print(f"  all {len(names)} demos share this layout")
     return 0

@@ -20,20 +20,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", nargs="*", default=None, help="HDF5 demo files (default: synthetic demos written to a temp dir)")
+    ap.add_argument(
+        "--data", nargs="*", default=None, help="HDF5 demo files (default: synthetic demos written to a temp dir)"
+    )
     ap.add_argument("--key_mapping", default="isaaclab_lift", help="key mapping name or .json path")
     ap.add_argument("--model", default="tiny", help="model preset (config/model/<name>.yaml)")
     ap.add_argument("--demos", type=int, default=5, help="number of demos to memorise")
     ap.add_argument("--steps", type=int, default=1000, help="training steps")
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3, help="head learning rate")
-    ap.add_argument("--loss_threshold", type=float, default=0.15, help="max final training loss (flow matching, normalised units)")
+    ap.add_argument(
+        "--loss_threshold", type=float, default=0.15, help="max final training loss (flow matching, normalised units)"
+    )
     ap.add_argument("--nmse_threshold", type=float, default=0.1, help="max open-loop chunk MSE / action variance")
     ap.add_argument("--stride", type=int, default=2, help="evaluate every k-th step of each demo")
     ap.add_argument("--output", default=None, help="output folder (default: a temp dir, removed afterwards)")
@@ -51,16 +54,20 @@ def open_loop(model, dataset, stride: int, seed: int) -> dict:
     gen = torch.Generator().manual_seed(seed)
     err, true = [], []
     for s in range(0, len(idx), 32):
-        b = collate([dataset[i] for i in idx[s:s + 32]])
+        b = collate([dataset[i] for i in idx[s : s + 32]])
         pred = model.predict_action(b["context_image"], b["wrist_image"], b["instruction"], b["proprio"], generator=gen)
         m = b["action_mask"]
         err.append((pred - b["actions"])[m])
         true.append(b["actions"][m])
     err, true = torch.cat(err), torch.cat(true)
     var = true.var(0).clamp_min(1e-8)
-    per_dim = (err.pow(2).mean(0) / var)
-    return {"samples": len(idx), "mse": float(err.pow(2).mean()), "nmse": float(per_dim.mean()),
-            "nmse_per_dim": [round(float(x), 4) for x in per_dim]}
+    per_dim = err.pow(2).mean(0) / var
+    return {
+        "samples": len(idx),
+        "mse": float(err.pow(2).mean()),
+        "nmse": float(per_dim.mean()),
+        "nmse_per_dim": [round(float(x), 4) for x in per_dim],
+    }
 
 
 def main(argv=None) -> int:
@@ -74,16 +81,32 @@ def main(argv=None) -> int:
         if not files:
             from vla.data.synthetic import write_synthetic_demos
 
-            files = [str(write_synthetic_demos(Path(tmp.name) / "synthetic.hdf5", num_demos=args.demos, steps=24,
-                                               seed=args.seed))]
+            files = [
+                str(
+                    write_synthetic_demos(
+                        Path(tmp.name) / "synthetic.hdf5", num_demos=args.demos, steps=24, seed=args.seed
+                    )
+                )
+            ]
             print(f"no --data: wrote {args.demos} synthetic demos to {files[0]}")
         out = args.output or str(Path(tmp.name) / "run")
         overrides = [
-            f"model={args.model}", f"data.files={json.dumps(files)}", f"data.key_mapping={args.key_mapping}",
-            f"data.max_demos={args.demos}", "data.val_fraction=0.0", f"max_steps={args.steps}",
-            f"batch_size={args.batch_size}", f"optim.lr_heads={args.lr}", "optim.warmup_steps=50",
-            "optim.min_lr_ratio=0.05", "log_every=50", "val_every=0", "save_every=0", "image_effect_samples=8",
-            f"output_dir={out}", f"seed={args.seed}",
+            f"model={args.model}",
+            f"data.files={json.dumps(files)}",
+            f"data.key_mapping={args.key_mapping}",
+            f"data.max_demos={args.demos}",
+            "data.val_fraction=0.0",
+            f"max_steps={args.steps}",
+            f"batch_size={args.batch_size}",
+            f"optim.lr_heads={args.lr}",
+            "optim.warmup_steps=50",
+            "optim.min_lr_ratio=0.05",
+            "log_every=50",
+            "val_every=0",
+            "save_every=0",
+            "image_effect_samples=8",
+            f"output_dir={out}",
+            f"seed={args.seed}",
         ]
         cfg = load_train_config("lift_tiny_cpu", overrides)
         trainer = Trainer(plan_run(cfg), show_progress=not args.no_progress)
@@ -100,13 +123,21 @@ def main(argv=None) -> int:
             tmp.cleanup()
     loss_ok = summary["final_loss"] < args.loss_threshold
     nmse_ok = ol["nmse"] < args.nmse_threshold
-    print(f"final training loss {summary['final_loss']:.4f} (threshold {args.loss_threshold}): {'ok' if loss_ok else 'TOO HIGH'}")
-    print(f"open-loop chunks on {ol['samples']} samples of {trainer.train_ds.num_demos} demos: normalised MSE "
-          f"{ol['nmse']:.4f} (threshold {args.nmse_threshold}), per dim {ol['nmse_per_dim']}: {'ok' if nmse_ok else 'TOO HIGH'}")
+    print(
+        f"final training loss {summary['final_loss']:.4f} (threshold {args.loss_threshold}): "
+        f"{'ok' if loss_ok else 'TOO HIGH'}"
+    )
+    print(
+        f"open-loop chunks on {ol['samples']} samples of {trainer.train_ds.num_demos} demos: normalised MSE "
+        f"{ol['nmse']:.4f} (threshold {args.nmse_threshold}), per dim {ol['nmse_per_dim']}: "
+        f"{'ok' if nmse_ok else 'TOO HIGH'}"
+    )
     print(f"image effect {summary.get('image_effect')}")
     verdict = loss_ok and nmse_ok
-    print(f"verdict: {'PASS' if verdict else 'FAIL'}: the model {'can' if verdict else 'cannot'} memorise "
-          f"{trainer.train_ds.num_demos} demos in {args.steps} steps")
+    print(
+        f"verdict: {'PASS' if verdict else 'FAIL'}: the model {'can' if verdict else 'cannot'} memorise "
+        f"{trainer.train_ds.num_demos} demos in {args.steps} steps"
+    )
     return 0 if verdict else 1
 
 

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    import vla_isaac
     from vla_isaac import recording
     from vla_isaac.envs import make_env, make_env_cfg, resolve_task
 
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     )
     env_kwargs = {
         "task": task,
+        "vla_isaac_version": vla_isaac.__version__,
         "backend": env_cfg.backend,
         "device": args.device,
         "num_envs": args.num_envs,
@@ -167,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     from vla_isaac.envs import EnvConfigError, UnknownTaskError
+    from vla_isaac.experts import ExpertError
     from vla_isaac.physics import BackendError
     from vla_isaac.recording import RecordingError
 
     try:
         return run(args)
-    except (RecordingError, UnknownTaskError, EnvConfigError, BackendError) as exc:
+    except (RecordingError, UnknownTaskError, EnvConfigError, BackendError, ExpertError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -38,14 +38,13 @@ def main(argv=None) -> int:
 
     try:
         task = resolve_task(args.task)
-    except ValueError as e:
+        env = make_env(task, num_envs=1, cameras=True, seed=args.seed, **sim_kwargs(args))
+    except ValueError as e:  # unknown task, bad backend/device/image size
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.output)
     if out.suffix.lower() != ".png":
         out = out / f"{task.lower()}.png"
-
-    env = make_env(task, num_envs=1, cameras=True, seed=args.seed, **sim_kwargs(args))
     try:
         obs, _ = env.reset(seed=args.seed)
         expert = ScriptedExpert(env)

@@ -25,11 +25,20 @@ from vla.training.config import TrainConfigError, available_configs, load_train_
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=None,
-                    help=f"training config: a name in config/training ({', '.join(available_configs())}) or a .yaml path")
-    ap.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                    help="continue from the last training state of output_dir (or of RUN_DIR, whose "
-                         "train_config.yaml is then used when --config is not given)")
+    ap.add_argument(
+        "--config",
+        default=None,
+        help=f"training config: a name in config/training ({', '.join(available_configs())}) or a .yaml path",
+    )
+    ap.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue from the last training state of output_dir (or of RUN_DIR, whose "
+        "train_config.yaml is then used when --config is not given)",
+    )
     ap.add_argument("--no_progress", action="store_true", help="no tqdm bars (plain log lines)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_steps=500")
     return ap.parse_intermixed_args(argv)
@@ -43,9 +52,13 @@ def main(argv=None) -> int:
     try:
         overrides = list(args.overrides)
         resume = args.resume
+        if isinstance(resume, str) and "=" in resume and not Path(resume).exists():  # `--resume key=value`
+            overrides, resume = [resume, *overrides], True
         if args.config is None:
             if not isinstance(resume, str):
-                raise TrainConfigError("pass --config NAME (one of " + ", ".join(available_configs()) + ") or --resume RUN_DIR")
+                raise TrainConfigError(
+                    "pass --config NAME (one of " + ", ".join(available_configs()) + ") or --resume RUN_DIR"
+                )
             run_dir = Path(resume)
             if run_dir.parent.name == "training_state":  # --resume RUN/training_state/step_N
                 run_dir = run_dir.parent.parent

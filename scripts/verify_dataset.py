@@ -23,8 +23,11 @@ MAX_LINES = 50
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+", help="HDF5 demo files")
-    ap.add_argument("--key_mapping", default="isaaclab_stack",
-                    help=f"name in config/key_mappings ({', '.join(available_key_mappings())}) or a .json path")
+    ap.add_argument(
+        "--key_mapping",
+        default="isaaclab_stack",
+        help=f"name in config/key_mappings ({', '.join(available_key_mappings())}) or a .json path",
+    )
     args = ap.parse_args(argv)
     try:
         mapping = KeyMapping.load(args.key_mapping)

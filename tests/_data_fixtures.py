@@ -12,14 +12,21 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
 from vla.data.synthetic import write_synthetic_demos
 
 
-def isaaclab_file(path: Path, num_demos: int = 4, steps: int = 20, image_size=(64, 64), seed: int = 0,
-                  instruction: str | None = None) -> Path:
-    return write_synthetic_demos(path, layout="isaaclab", num_demos=num_demos, steps=steps, image_size=image_size,
-                                 seed=seed, instruction=instruction)
+def isaaclab_file(
+    path: Path, num_demos: int = 4, steps: int = 20, image_size=(64, 64), seed: int = 0, instruction: str | None = None
+) -> Path:
+    return write_synthetic_demos(
+        path,
+        layout="isaaclab",
+        num_demos=num_demos,
+        steps=steps,
+        image_size=image_size,
+        seed=seed,
+        instruction=instruction,
+    )
 
 
 def cosmos_file(path: Path, num_demos: int = 3, steps: int = 14, seed: int = 1) -> Path:

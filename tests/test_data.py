@@ -13,7 +13,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from _data_fixtures import BAD_CASES, broken_file, cosmos_file, isaaclab_file
 from vla.data import DemoDataset, KeyMapping, KeyMappingError, build_proprio, collate, resize_images, verify_files
 from vla.data import stats as stats_mod
@@ -25,7 +24,9 @@ PY = sys.executable
 
 @pytest.fixture(scope="module")
 def lift_file(tmp_path_factory):
-    return isaaclab_file(tmp_path_factory.mktemp("data") / "lift.hdf5", num_demos=6, steps=20, instruction="lift the red cube")
+    return isaaclab_file(
+        tmp_path_factory.mktemp("data") / "lift.hdf5", num_demos=6, steps=20, instruction="lift the red cube"
+    )
 
 
 # ---------------------------------------------------------------------- key mappings / preprocessing
@@ -113,7 +114,7 @@ def test_chunk_is_padded_and_masked_at_episode_end(lift_file):
     np.testing.assert_array_equal(last["actions"], np.repeat(acts[-1:], 16, 0))  # padded with the last action
     near = ds[int(idx[T - 5])]
     assert near["action_mask"].sum() == 5 and near["action_mask"][:5].all()
-    np.testing.assert_array_equal(near["actions"][:5], acts[T - 5:])
+    np.testing.assert_array_equal(near["actions"][:5], acts[T - 5 :])
     first = ds[int(idx[0])]
     assert first["action_mask"].all()
     np.testing.assert_array_equal(first["actions"], acts[:16])
@@ -153,7 +154,9 @@ def test_stats_are_cached_then_recomputed_when_the_file_changes(tmp_path, monkey
     with h5py.File(f) as h:
         acts = np.concatenate([h[f"data/demo_{i}/actions"][()] for i in range(3)])
     np.testing.assert_allclose(s1["action"]["mean"], acts.mean(0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(s1["action"]["q99"], np.quantile(acts.astype(np.float64), 0.99, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        s1["action"]["q99"], np.quantile(acts.astype(np.float64), 0.99, axis=0), rtol=1e-5, atol=1e-6
+    )
     assert s1["action"]["count"] == acts.shape[0]
     cache = stats_cache_path(f)
     assert cache.is_file() and not list(tmp_path.glob("*.tmp"))
@@ -190,7 +193,9 @@ def test_cosmos_layout_with_extra_keys_works_through_nvidia_cosmos(tmp_path):
     f = cosmos_file(tmp_path / "cosmos.hdf5")
     with h5py.File(f) as h:
         obs = h["data/demo_0/obs"]
-        assert {"table_cam_segmentation", "table_cam_normals", "table_cam_depth", "object", "cube_positions"} <= set(obs)
+        assert {"table_cam_segmentation", "table_cam_normals", "table_cam_depth", "object", "cube_positions"} <= set(
+            obs
+        )
         assert obs["table_cam"].shape[1:] == (200, 200, 3)
     assert verify_files(f, "nvidia_cosmos") == []
     ds = DemoDataset(f, "nvidia_cosmos", split="all", image_size=(112, 112))

@@ -191,6 +191,8 @@ def test_existing_files_need_append_or_overwrite(tmp_path):
         check_output_path(not_hdf5, "append")
     with pytest.raises(RecordingError, match="is a directory"):
         check_output_path(tmp_path, "new")
+    with pytest.raises(RecordingError, match=r"end in \.hdf5"):
+        check_output_path(tmp_path / "demos", "new")
 
     # append continues after the highest demo index, even across a gap
     with h5py.File(out, "a") as f:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _data_fixtures import BAD_CASES, broken_file, cosmos_file, isaaclab_file
 from vla.training import load_train_config, train
 
@@ -61,21 +60,30 @@ def test_tiny_training_lowers_loss_logs_val_and_writes_a_loadable_checkpoint(lif
 
     ds = DemoDataset(lift_file, "isaaclab_lift", split="all", image_size=model.cfg.image_size)
     b = collate([ds[0], ds[1]])
-    pred = model.predict_action(b["context_image"], b["wrist_image"], b["instruction"], b["proprio"],
-                                generator=torch.Generator().manual_seed(0))
+    pred = model.predict_action(
+        b["context_image"], b["wrist_image"], b["instruction"], b["proprio"], generator=torch.Generator().manual_seed(0)
+    )
     assert pred.shape == (2, 16, 7) and torch.isfinite(pred).all()
     # the checkpoint carries the dataset's normalisation stats (cached beside the file)
     from vla.data.stats import compute_stats_dict
 
     expected = compute_stats_dict(lift_file, "isaaclab_lift")["action"]["mean"]
-    assert torch.allclose(torch.as_tensor(model.get_norm_stats().action.mean), torch.tensor(expected, dtype=torch.float32))
+    assert torch.allclose(
+        torch.as_tensor(model.get_norm_stats().action.mean), torch.tensor(expected, dtype=torch.float32)
+    )
 
 
 def test_cosmos_layout_file_trains_through_nvidia_cosmos(tmp_path):
     f = cosmos_file(tmp_path / "cosmos.hdf5", num_demos=3, steps=12)
     out = tmp_path / "cosmos_run"
-    summary = train(_cfg([f], out, **{"data.key_mapping": "nvidia_cosmos", "max_steps": 10, "val_every": 0,
-                                       "image_effect_samples": 0}), show_progress=False)
+    summary = train(
+        _cfg(
+            [f],
+            out,
+            **{"data.key_mapping": "nvidia_cosmos", "max_steps": 10, "val_every": 0, "image_effect_samples": 0},
+        ),
+        show_progress=False,
+    )
     assert summary["steps"] == 10 and summary["val_loss"] is not None
     from vla.checkpoint import read_checkpoint_config
 
@@ -98,9 +106,13 @@ BAD_INPUT = {
     "unknown_model_key": ("good", ["model_overrides.d_modle=64"]),
     "unknown_key_mapping": ("good", ["data.key_mapping=nope"]),
 }
-EXPECT = {"missing_file": "file not found", "unknown_config_key": "unknown config key(s) ['optim.lr_head']",
-          "bad_value": "max_steps: expected int", "unknown_model_key": "unknown model config key(s) ['d_modle']",
-          "unknown_key_mapping": "key mapping 'nope' not found"}
+EXPECT = {
+    "missing_file": "file not found",
+    "unknown_config_key": "unknown config key(s) ['optim.lr_head']",
+    "bad_value": "max_steps: expected int",
+    "unknown_model_key": "unknown model config key(s) ['d_modle']",
+    "unknown_key_mapping": "key mapping 'nope' not found",
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
@@ -128,8 +140,13 @@ def test_train_script_refuses_to_overwrite_a_run(lift_file, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "notes.txt").write_text("x")
-    r = subprocess.run([PY, "scripts/train.py", "--config", "lift_tiny_cpu", f"data.files=[{lift_file}]",
-                        f"output_dir={out}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [PY, "scripts/train.py", "--config", "lift_tiny_cpu", f"data.files=[{lift_file}]", f"output_dir={out}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "already exists and is not empty; pass --resume" in r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
@@ -138,16 +155,30 @@ def test_train_script_refuses_to_overwrite_a_run(lift_file, tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_resume_continues_with_the_uninterrupted_losses(lift_file, tmp_path):
     """LoRA tiny model (full VLM forward + DataLoader each step): kill after the step-10 state, resume."""
-    args = ["scripts/train.py", "--config", "lift_tiny_cpu", f"data.files=[{lift_file}]", "model=tiny-lora",
-            "model_overrides.noise_draws_per_obs=2", "batch_size=4", "max_steps=30", "save_every=10",
-            "log_every=1", "val_every=0", "image_effect_samples=0", "optim.warmup_steps=3", "--no_progress"]
+    args = [
+        "scripts/train.py",
+        "--config",
+        "lift_tiny_cpu",
+        f"data.files=[{lift_file}]",
+        "model=tiny-lora",
+        "model_overrides.noise_draws_per_obs=2",
+        "batch_size=4",
+        "max_steps=30",
+        "save_every=10",
+        "log_every=1",
+        "val_every=0",
+        "image_effect_samples=0",
+        "optim.warmup_steps=3",
+        "--no_progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref, run = tmp_path / "ref", tmp_path / "run"
     r = subprocess.run([PY, *args, f"output_dir={ref}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
 
-    proc = subprocess.Popen([PY, *args, f"output_dir={run}"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [PY, *args, f"output_dir={run}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     state = run / "training_state" / "step_000010" / "state.json"
     deadline = time.time() + 300
     while not state.exists() and proc.poll() is None and time.time() < deadline:
@@ -157,8 +188,14 @@ def test_sigkill_then_resume_continues_with_the_uninterrupted_losses(lift_file, 
     assert state.exists(), "the run never saved its step-10 state"
     assert not (run / "summary.json").exists(), "the run finished before it could be killed"
 
-    r = subprocess.run([PY, "scripts/train.py", "--resume", str(run), "--no_progress"], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [PY, "scripts/train.py", "--resume", str(run), "--no_progress"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
     start = summary["resumed_from_step"]
@@ -171,3 +208,18 @@ def test_sigkill_then_resume_continues_with_the_uninterrupted_losses(lift_file, 
     assert sorted(b) == list(range(1, 31))  # no duplicated steps from the killed run
     assert [b[s] for s in range(start + 1, 31)] == [a[s] for s in range(start + 1, 31)]
     assert summary["val_loss"] == json.loads((ref / "summary.json").read_text())["val_loss"]
+
+
+# ---------------------------------------------------------------------- overfit check
+@pytest.mark.slow
+def test_overfit_script_memorises_5_demos(tmp_path):
+    r = subprocess.run(
+        [PY, "scripts/overfit_test.py", "--no_progress", "--output", str(tmp_path / "of")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "verdict: PASS" in r.stdout and "open-loop chunks on" in r.stdout
+    assert (tmp_path / "of" / "final" / "manifest.json").is_file()

@@ -120,6 +120,8 @@ def make_env_cfg(
     camera_names = [n for n in ("table_cam", "wrist_cam") if getattr(cfg.scene, n, None) is not None]
     if cameras:
         height, width = image_size or DEFAULT_IMAGE_SIZE
+        if min(int(height), int(width)) < 8:
+            raise EnvConfigError(f"image_size={tuple(image_size)}: height and width must be at least 8 pixels")
         for name in camera_names:
             cam = getattr(cfg.scene, name)
             cam.height, cam.width = int(height), int(width)

@@ -13,8 +13,11 @@ and a binary gripper command. Each pick-and-place runs through
           -> RELEASE (gripper opens) -> RETREAT (up), then the next pick-and-place or DONE.
 
 Phases advance on a position tolerance or a step cap, so a slow or blocked move never stalls an env.
-An env whose episode just restarted (``episode_length_buf == 0``) starts over automatically; ``reset``
-does the same explicitly.
+Recovery: a cube that leaves the hand while carrying is picked again, and a cube that did not end up on
+its target after the release is picked and placed again. The hand is ~20 cm wide along its finger axis,
+so of the two face-aligned grasp orientations the expert picks the one whose finger axis points away
+from nearby cubes (it would otherwise knock a finished tower over). An env whose episode just restarted
+(``episode_length_buf == 0``) starts over automatically; ``reset`` does the same explicitly.
 
     expert = ScriptedExpert(env, noise_std=0.0)
     obs, _ = env.reset()
@@ -39,6 +42,9 @@ HOVER = 0.10  # [m] above the cube before descending
 CARRY_Z = 0.20  # [m] tool-centre height while carrying
 PLACE_GAP = 0.008  # [m] held cube's bottom above the target's top before release
 LIFT_Z = 0.25  # [m] tool-centre height the lift expert holds the cube at
+LOST_DISTANCE = 0.05  # [m] held cube this far from the tool centre => grasp lost, pick it again
+PLACED_XY = 0.02  # [m] placed cube within this of the target's axis (and resting on it) => placed
+OBSTACLE_RANGE = 0.20  # [m] cubes closer than this (centre to centre) steer the grasp orientation
 
 APPROACH, DESCEND, CLOSE, LIFT, HOLD, MOVE, LOWER, RELEASE, RETREAT, DONE = range(10)
 PHASE_NAMES = ("approach", "descend", "close", "lift", "hold", "move", "lower", "release", "retreat", "done")
@@ -70,6 +76,11 @@ def _yaw(q_xyzw: torch.Tensor) -> torch.Tensor:
 def _wrap_quarter_turn(angle: torch.Tensor) -> torch.Tensor:
     """Angle modulo 90 degrees, in [-45, 45): a cube looks the same every quarter turn."""
     return torch.remainder(angle + math.pi / 4, math.pi / 2) - math.pi / 4
+
+
+def _wrap_half_turn(angle: torch.Tensor) -> torch.Tensor:
+    """Angle modulo 180 degrees, in [-90, 90): a parallel gripper looks the same every half turn."""
+    return torch.remainder(angle + math.pi / 2, math.pi) - math.pi / 2
 
 
 class ExpertError(ValueError):
@@ -112,7 +123,8 @@ class ScriptedExpert:
         self.subtask = torch.zeros(n, dtype=torch.long, device=self.device)
         self.lift_xy = torch.zeros(n, 2, device=self.device)
         self.retreat_z = torch.zeros(n, device=self.device)
-        self._cubes = {name: env.scene[name] for pair in self.plan for name in pair if name is not None}
+        self.grasp_yaw = torch.zeros(n, device=self.device)  # hand yaw chosen for the grasp (mod 180 deg)
+        self._cubes = {name: env.scene[name] for name in cfg.cube_names}
         self._ee = env.scene["ee_frame"]
 
     # ---------------------------------------------------------------------------------------------
@@ -141,6 +153,37 @@ class ScriptedExpert:
             pos[mask] = (data.root_pos_w.torch - origins)[mask]
             quat[mask] = data.root_quat_w.torch[mask]
         return pos, quat
+
+    def _hand_yaw(self, ee_quat: torch.Tensor) -> torch.Tensor:
+        """Yaw of the hand such that 0 means the finger axis (hand y) points along world +y."""
+        n = ee_quat.shape[0]
+        hand_y = _quat_apply(ee_quat, torch.tensor([[0.0, 1.0, 0.0]], device=self.device).expand(n, 3))
+        return torch.atan2(hand_y[:, 1], hand_y[:, 0]) - math.pi / 2
+
+    def _choose_grasp_yaw(self, hand_yaw, pick_pos, pick_quat) -> torch.Tensor:
+        """Of the two face-aligned hand yaws, the one whose finger axis points away from nearby cubes
+        (cubes standing on others count most), with a small preference for the smaller turn."""
+        origins = self.env.scene.env_origins
+        base = hand_yaw + _wrap_quarter_turn(_yaw(pick_quat) - hand_yaw)
+        candidates = torch.stack([base, base + math.pi / 2], dim=1)  # (n, 2)
+        finger_dir = torch.stack([torch.cos(candidates + math.pi / 2), torch.sin(candidates + math.pi / 2)], -1)
+        crowding = torch.zeros_like(candidates)
+        for cube in self._cubes.values():
+            pos = cube.data.root_pos_w.torch - origins
+            offset = pos[:, :2] - pick_pos[:, :2]
+            dist = offset.norm(dim=1, keepdim=True)
+            weight = ((OBSTACLE_RANGE - dist) / (OBSTACLE_RANGE / 2)).clamp(0.0, 1.0)
+            weight = torch.where(dist < 0.02, torch.zeros_like(weight), weight)  # the pick cube itself
+            elevated = (pos[:, 2:3] > pick_pos[:, 2:3] + self.cube_size / 2).float()
+            alignment = (finger_dir * (offset / dist.clamp_min(1e-6))[:, None, :]).sum(-1).abs()
+            crowding = torch.maximum(crowding, weight * (0.3 + 0.7 * elevated) * alignment)
+        turn = _wrap_half_turn(candidates - hand_yaw[:, None]).abs() / (math.pi / 2)
+        cost = crowding + 0.25 * turn
+        return torch.gather(candidates, 1, cost.argmin(dim=1, keepdim=True)).squeeze(1)
+
+    def _placed(self, pick_pos, target_pos) -> torch.Tensor:
+        offset = pick_pos - target_pos
+        return (offset[:, :2].norm(dim=1) < PLACED_XY) & ((offset[:, 2] - self.cube_size).abs() < 0.01)
 
     def _goal(self, phase, ee_pos, pick_pos, target_pos) -> torch.Tensor:
         """Where the tool centre should go in each env's phase (env frame)."""
@@ -198,10 +241,17 @@ class ScriptedExpert:
         else:
             nxt = torch.where(phase == LIFT, torch.full_like(nxt, MOVE), nxt)
             last = self.subtask >= len(self.plan) - 1
-            nxt = torch.where(phase == RETREAT, torch.where(last, DONE, APPROACH), nxt)
-            self.subtask = torch.where(advance & (phase == RETREAT) & ~last, self.subtask + 1, self.subtask)
-        self.phase = phase = torch.where(advance, nxt, phase)
-        self.steps_in_phase[advance] = 0
+            placed = self._placed(pick_pos, target_pos)
+            after_retreat = torch.where(placed & last, DONE, APPROACH)  # not placed: same subtask again
+            nxt = torch.where(phase == RETREAT, after_retreat, nxt)
+            self.subtask = torch.where(advance & (phase == RETREAT) & placed & ~last, self.subtask + 1, self.subtask)
+        new_phase = torch.where(advance, nxt, phase)
+        # the cube slipped out of the hand while carrying: pick it again
+        carrying = (new_phase == LIFT) | (new_phase == HOLD) | (new_phase == MOVE) | (new_phase == LOWER)
+        lost = carrying & ((pick_pos - ee_pos).norm(dim=1) > LOST_DISTANCE)
+        new_phase = torch.where(lost, APPROACH, new_phase)
+        self.steps_in_phase[(new_phase != phase)] = 0
+        self.phase = phase = new_phase
 
         # --- actions for the (new) phase
         pick_pos, pick_quat = self._subtask_cube(0)
@@ -212,14 +262,16 @@ class ScriptedExpert:
         # keep the fingers pointing down: rotate the hand's z axis towards -z (axis-angle, base frame)
         hand_z = _quat_apply(ee_quat, torch.tensor([[0.0, 0.0, 1.0]], device=self.device).expand(n, 3))
         rot = torch.cross(hand_z, torch.tensor([[0.0, 0.0, -1.0]], device=self.device).expand(n, 3), dim=-1)
-        # turn about z so the fingers (along the hand's y axis) close on two opposite faces of the cube ...
-        hand_y = _quat_apply(ee_quat, torch.tensor([[0.0, 1.0, 0.0]], device=self.device).expand(n, 3))
-        hand_yaw = torch.atan2(hand_y[:, 1], hand_y[:, 0]) - math.pi / 2
-        yaw_err = _wrap_quarter_turn(_yaw(pick_quat) - hand_yaw)
+        # turn about z so the fingers close on two opposite faces (chosen while approaching, then kept) ...
+        hand_yaw = self._hand_yaw(ee_quat)
+        approach = phase == APPROACH
+        if approach.any():
+            self.grasp_yaw[approach] = self._choose_grasp_yaw(hand_yaw, pick_pos, pick_quat)[approach]
+        yaw_err = _wrap_half_turn(self.grasp_yaw - hand_yaw)
         # ... and, while placing, line the held cube up with the target cube
         placing = (phase == MOVE) | (phase == LOWER)
         yaw_err = torch.where(placing, _wrap_quarter_turn(_yaw(target_quat) - _yaw(pick_quat)), yaw_err)
-        turning = (phase == APPROACH) | (phase == DESCEND) | placing
+        turning = approach | (phase == DESCEND) | placing
         rot[:, 2] = torch.where(turning, yaw_err, torch.zeros_like(yaw_err))
         actions[:, 3:6] = (ROT_GAIN * rot).clamp(-MAX_ROT_STEP, MAX_ROT_STEP)
         if self.noise_std > 0:

@@ -77,6 +77,8 @@ def check_output_path(path: str | os.PathLike, mode: FileMode = "new", env_name:
     path = Path(path).expanduser().absolute()
     if path.is_dir():
         raise RecordingError(f"{path}: is a directory; give a file path such as {path / 'demos.hdf5'}")
+    if path.suffix not in (".hdf5", ".h5"):
+        raise RecordingError(f"{path}: demo files end in .hdf5 (or .h5); e.g. {path.with_suffix('.hdf5')}")
     if path.exists():
         if mode == "new":
             raise RecordingError(
@@ -317,11 +319,12 @@ class StopFlag:
 
     def __init__(self):
         self.requested = False
-        self.signal_name: str | None = None
+        self.reason: str | None = None
 
     def set(self, reason: str = "stop") -> None:
+        """Ask the loop to stop after the current step; ``reason`` is shown to the user."""
         self.requested = True
-        self.signal_name = reason
+        self.reason = reason
 
 
 @contextlib.contextmanager
@@ -337,7 +340,7 @@ def graceful_interrupt(flag: StopFlag | None = None) -> Iterator[StopFlag]:
         if flag.requested:
             raise KeyboardInterrupt
         flag.set(signal.Signals(signum).name)
-        print(f"\n{flag.signal_name}: finishing the current step and closing the file (again to abort)", flush=True)
+        print(f"\n{flag.reason}: finishing the current step and closing the file (again to abort)", flush=True)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

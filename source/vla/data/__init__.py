@@ -1,13 +1,27 @@
-"""Demo data: key mappings, image preprocessing, the HDF5 dataset, normalisation statistics, checks."""
+"""Demo data: key mappings, image preprocessing, the HDF5 dataset, normalisation statistics, checks.
 
-from .dataset import DemoDataset, collate
-from .hdf5 import DatasetError
-from .key_mapping import KeyMapping, KeyMappingError, build_proprio
-from .preprocess import resize_images
-from .stats import compute_norm_stats
-from .verify import verify_files
+Names are imported lazily so that light tools (inspect/verify scripts) don't pay for importing torch.
+"""
 
-__all__ = [
-    "DatasetError", "DemoDataset", "KeyMapping", "KeyMappingError", "build_proprio", "collate",
-    "compute_norm_stats", "resize_images", "verify_files",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "DemoDataset": "dataset",
+    "collate": "dataset",
+    "DatasetError": "hdf5",
+    "KeyMapping": "key_mapping",
+    "KeyMappingError": "key_mapping",
+    "build_proprio": "key_mapping",
+    "resize_images": "preprocess",
+    "compute_norm_stats": "stats",
+    "verify_files": "verify",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ a fork), so the dataset pickles cheaply and scales with workers.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from .key_mapping import KeyMapping, build_proprio
 from .preprocess import resize_images
 
 SPLITS = ("train", "val", "all")
+MAX_OPEN_DATASETS = 32  # per process; each keeps up to 4 MB of decoded chunks (h5py rdcc_nbytes)
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,9 @@ class DemoDataset(torch.utils.data.Dataset):
         self.demos: list[DemoRef] = {"train": train, "val": val, "all": demos}[split]
         lengths = np.array([d.length for d in self.demos], dtype=np.int64)
         self._demo_of = np.repeat(np.arange(len(self.demos), dtype=np.int64), lengths)
-        self._step_of = (np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        self._step_of = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         self._handles: dict[int, object] = {}
+        self._open: OrderedDict = OrderedDict()
         self._pid: int | None = None
 
     # ------------------------------------------------------------------ index
@@ -146,26 +149,34 @@ class DemoDataset(torch.utils.data.Dataset):
         return np.nonzero(self._demo_of == demo_index)[0]
 
     # ------------------------------------------------------------------ reading
-    def _group(self, demo: DemoRef):
+    def _dataset(self, demo: DemoRef, key: str):
+        """An open h5py dataset, kept open (LRU) so HDF5's chunk cache survives between samples: image
+        chunks span several frames (the recorder's auto-chunking), so neighbouring steps decode once."""
         if self._pid != os.getpid():  # a forked worker must not reuse the parent's handles
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._open, self._pid = {}, OrderedDict(), os.getpid()
+        k = (demo.file_index, demo.name, key)
+        d = self._open.get(k)
+        if d is not None:
+            self._open.move_to_end(k)
+            return d
         f = self._handles.get(demo.file_index)
         if f is None:
             f = self._handles[demo.file_index] = open_h5(self.files[demo.file_index])
-        return f[DATA_GROUP][demo.name]
+        d = self._open[k] = f[DATA_GROUP][demo.name][key]
+        if len(self._open) > MAX_OPEN_DATASETS:
+            self._open.popitem(last=False)
+        return d
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(index)
         demo, t = self.locate(index)
-        g = self._group(demo)
-        obs = g["obs"]
         km = self.mapping
-        ctx = resize_images(obs[km.context_image][t], self.image_size)
-        wrist = resize_images(obs[km.wrist_image][t], self.image_size)
-        proprio = build_proprio({k: obs[k][t] for k in km.proprio_keys}, km)[0]
+        ctx = resize_images(self._dataset(demo, f"obs/{km.context_image}")[t], self.image_size)
+        wrist = resize_images(self._dataset(demo, f"obs/{km.wrist_image}")[t], self.image_size)
+        proprio = build_proprio({k: self._dataset(demo, f"obs/{k}")[t] for k in km.proprio_keys}, km)[0]
         end = min(t + self.chunk, demo.length)
-        actions = np.asarray(g[km.actions][t:end], dtype=np.float32)
+        actions = np.asarray(self._dataset(demo, km.actions)[t:end], dtype=np.float32)
         n = actions.shape[0]
         mask = np.zeros(self.chunk, dtype=bool)
         mask[:n] = True
@@ -182,6 +193,7 @@ class DemoDataset(torch.utils.data.Dataset):
         }
 
     def close(self) -> None:
+        self._open = OrderedDict()
         for f in self._handles.values():
             try:
                 f.close()
@@ -191,13 +203,15 @@ class DemoDataset(torch.utils.data.Dataset):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_handles"], state["_pid"] = {}, None
+        state["_handles"], state["_open"], state["_pid"] = {}, OrderedDict(), None
         return state
 
     def __repr__(self) -> str:
         names = ", ".join(Path(f).name for f in self.files)
-        return (f"DemoDataset({names}; mapping={self.mapping.name}, split={self.split}, "
-                f"{self.num_demos} demos, {len(self)} samples, chunk={self.chunk}, image_size={self.image_size})")
+        return (
+            f"DemoDataset({names}; mapping={self.mapping.name}, split={self.split}, "
+            f"{self.num_demos} demos, {len(self)} samples, chunk={self.chunk}, image_size={self.image_size})"
+        )
 
 
 def collate(samples: list[dict]) -> dict:

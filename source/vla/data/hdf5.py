@@ -34,7 +34,8 @@ def open_h5(path: str, rdcc_nbytes: int = 4 << 20) -> h5py.File:
     try:
         return h5py.File(p, "r", rdcc_nbytes=rdcc_nbytes)
     except OSError as e:
-        reason = str(e).split("(")[0].strip() or type(e).__name__
+        detail = re.search(r"\(([^:)]+)", str(e))  # "... (truncated file: eof = ...)" -> "truncated file"
+        reason = detail.group(1).strip() if detail else (str(e).strip() or type(e).__name__)
         raise DatasetError(f"{path}: unreadable as HDF5 ({reason}); re-record or re-copy the file") from None
 
 

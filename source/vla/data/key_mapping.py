@@ -27,8 +27,17 @@ import numpy as np
 KEY_MAPPING_DIR = Path(__file__).resolve().parents[3] / "config" / "key_mappings"
 
 _REQUIRED = ("context_image", "wrist_image", "proprio")
-_FIELDS = ("name", "description", "context_image", "wrist_image", "proprio", "actions", "action_dim",
-           "instruction", "instruction_attr")
+_FIELDS = (
+    "name",
+    "description",
+    "context_image",
+    "wrist_image",
+    "proprio",
+    "actions",
+    "action_dim",
+    "instruction",
+    "instruction_attr",
+)
 
 
 class KeyMappingError(ValueError):
@@ -84,7 +93,9 @@ class KeyMapping:
         try:
             proprio = tuple((str(k), int(n)) for k, n in d["proprio"])
         except (TypeError, ValueError):
-            raise KeyMappingError(f"{source}: 'proprio' must be a list of [obs_key, dim] pairs, got {d['proprio']!r}") from None
+            raise KeyMappingError(
+                f"{source}: 'proprio' must be a list of [obs_key, dim] pairs, got {d['proprio']!r}"
+            ) from None
         if not proprio or any(n <= 0 for _, n in proprio):
             raise KeyMappingError(f"{source}: 'proprio' needs at least one [obs_key, dim] pair with dim > 0")
         action_dim = int(d.get("action_dim", 7))

@@ -62,7 +62,9 @@ def compute_file_stats(file: str, mapping: KeyMapping) -> dict:
         for name in demo_names(f):
             g = f[DATA_GROUP][name]
             if mapping.actions not in g:
-                raise DatasetError(f"{file}: {DATA_GROUP}/{name}/{mapping.actions} missing; run scripts/verify_dataset.py")
+                raise DatasetError(
+                    f"{file}: {DATA_GROUP}/{name}/{mapping.actions} missing; run scripts/verify_dataset.py"
+                )
             a = np.asarray(g[mapping.actions][()], dtype=np.float32)
             if a.shape[0] == 0:
                 continue
@@ -73,7 +75,9 @@ def compute_file_stats(file: str, mapping: KeyMapping) -> dict:
         raise DatasetError(f"{file}: no non-empty demos to compute normalisation statistics from")
     a, p = np.concatenate(actions), np.concatenate(proprio)
     if not (np.isfinite(a).all() and np.isfinite(p).all()):
-        raise DatasetError(f"{file}: actions or proprio contain NaN/Inf; run scripts/verify_dataset.py to find the demo")
+        raise DatasetError(
+            f"{file}: actions or proprio contain NaN/Inf; run scripts/verify_dataset.py to find the demo"
+        )
     return {"action": _summary(a), "proprio": _summary(p)}
 
 

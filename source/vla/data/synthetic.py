@@ -36,8 +36,8 @@ def _render(size, cube_xy, centre, half, table_rgb, rng, gripper_xy=None, finger
         img[(wx - gripper_xy[0]) ** 2 + (wy - gripper_xy[1]) ** 2 < 0.06**2] = 40.0
     if fingers:
         f = max(h // 8, 1)
-        img[-2 * f:, :f] = 45.0
-        img[-2 * f:, -f:] = 45.0
+        img[-2 * f :, :f] = 45.0
+        img[-2 * f :, -f:] = 45.0
     img += rng.normal(0.0, 4.0, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -49,7 +49,10 @@ def synthetic_episode(rng: np.random.Generator, steps: int, image_size=(64, 64))
     gz = rng.uniform(0.3, 0.5)
     table = TABLE + rng.uniform(-20, 20, 3)
     closed = False
-    rec = {k: [] for k in ("table_cam", "wrist_cam", "eef_pos", "eef_quat", "gripper_pos", "joint_pos", "joint_vel", "actions")}
+    rec = {
+        k: []
+        for k in ("table_cam", "wrist_cam", "eef_pos", "eef_quat", "gripper_pos", "joint_pos", "joint_vel", "actions")
+    }
     prev_q = None
     for _ in range(steps):
         d = cube - g
@@ -60,8 +63,20 @@ def synthetic_episode(rng: np.random.Generator, steps: int, image_size=(64, 64))
         a[3], a[4], a[5] = 0.3 * d[1], -0.3 * d[0], 0.05 * math.sin(3 * gz)
         closed = closed or (dist < 0.12 and gz < 0.15)
         a[6] = -1.0 if closed else 1.0
-        q = np.array([math.atan2(g[1], g[0] + 2.0), 1.2 * g[0], 0.8 * g[1], 2 * gz - 0.5, math.sin(2 * g[0]),
-                      math.cos(2 * g[1]), 0.3 * g[0] * g[1], 0.0, 0.0], np.float32)
+        q = np.array(
+            [
+                math.atan2(g[1], g[0] + 2.0),
+                1.2 * g[0],
+                0.8 * g[1],
+                2 * gz - 0.5,
+                math.sin(2 * g[0]),
+                math.cos(2 * g[1]),
+                0.3 * g[0] * g[1],
+                0.0,
+                0.0,
+            ],
+            np.float32,
+        )
         q[7:] = 0.0 if closed else 0.04
         rec["table_cam"].append(_render(image_size, cube, (0.0, 0.0), 1.0, table, rng, gripper_xy=g))
         rec["wrist_cam"].append(_render(image_size, cube, g, 0.3 + 0.6 * gz, table * 0.9, rng, fingers=True))
@@ -107,7 +122,11 @@ def write_synthetic_demos(
     rng = np.random.default_rng(seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    env_name = "IsaacContrib-Stack-Cube-Franka-IK-Rel-Visuomotor-Cosmos-v0" if layout == "cosmos" else "VLA-Lift-Cube-Franka-v0"
+    env_name = (
+        "IsaacContrib-Stack-Cube-Franka-IK-Rel-Visuomotor-Cosmos-v0"
+        if layout == "cosmos"
+        else "VLA-Lift-Cube-Franka-v0"
+    )
     with h5py.File(path, "w") as f:
         f.attrs["format_version"] = 1
         data = f.create_group("data")

@@ -30,11 +30,15 @@ class DatasetSummary:
     def lines(self, mapping: KeyMapping) -> list[str]:
         shapes = ", ".join(f"{k} " + " ".join(map(str, sorted(v))) for k, v in self.image_shapes.items())
         return [
-            f"{self.files} file(s), {self.demos} demos, {self.steps} steps (demo length {self.min_len}..{self.max_len})",
+            f"{self.files} file(s), {self.demos} demos, {self.steps} steps "
+            f"(demo length {self.min_len}..{self.max_len})",
             f"key mapping '{mapping.name}': proprio {mapping.proprio_dim} = "
-            + " + ".join(f"{k} {d}" for k, d in mapping.proprio) + f", actions {mapping.action_dim}",
+            + " + ".join(f"{k} {d}" for k, d in mapping.proprio)
+            + f", actions {mapping.action_dim}",
             f"images: {shapes}",
-            "instructions: " + "; ".join(sorted(self.instructions)[:5]) + (" ..." if len(self.instructions) > 5 else ""),
+            "instructions: "
+            + "; ".join(sorted(self.instructions)[:5])
+            + (" ..." if len(self.instructions) > 5 else ""),
         ]
 
 
@@ -52,8 +56,10 @@ def _check_demo(path: str, f: h5py.File, name: str, km: KeyMapping, summary: Dat
     g = f[DATA_GROUP][name]
     problems: list[str] = []
     if km.actions not in g:
-        return [f"{where}/{km.actions}: missing; every demo needs its actions (T x {km.action_dim}) — "
-                f"re-record the demo or set 'actions' in the key mapping"]
+        return [
+            f"{where}/{km.actions}: missing; every demo needs its actions (T x {km.action_dim}) — "
+            f"re-record the demo or set 'actions' in the key mapping"
+        ]
     a = g[km.actions]
     if a.ndim != 2:
         return [f"{where}/{km.actions}: shape {a.shape}, expected (T, {km.action_dim}); fix the recorder's action term"]
@@ -80,11 +86,14 @@ def _check_demo(path: str, f: h5py.File, name: str, km: KeyMapping, summary: Dat
         x = obs[key]
         if x.ndim != 2 or x.shape[1] != dim:
             problems.append(
-                f"{where}/obs/{key}: shape {x.shape}, expected ({T}, {dim}); fix the dim in the key mapping or the recording"
+                f"{where}/obs/{key}: shape {x.shape}, expected ({T}, {dim}); "
+                "fix the dim in the key mapping or the recording"
             )
             continue
         if x.shape[0] != T:
-            problems.append(f"{where}/obs/{key}: {x.shape[0]} steps but {T} actions; the demo is truncated — re-record it")
+            problems.append(
+                f"{where}/obs/{key}: {x.shape[0]} steps but {T} actions; the demo is truncated — re-record it"
+            )
             continue
         if (msg := _finite_problem(np.asarray(x[()], dtype=np.float64))) is not None:
             problems.append(f"{where}/obs/{key}: {msg}; drop this demo or re-record it")
@@ -101,7 +110,9 @@ def _check_demo(path: str, f: h5py.File, name: str, km: KeyMapping, summary: Dat
         elif x.dtype != np.uint8:
             problems.append(f"{where}/obs/{key}: dtype {x.dtype}, expected uint8 (0..255); record with normalize=False")
         elif x.shape[0] != T:
-            problems.append(f"{where}/obs/{key}: {x.shape[0]} frames but {T} actions; the demo is truncated — re-record it")
+            problems.append(
+                f"{where}/obs/{key}: {x.shape[0]} frames but {T} actions; the demo is truncated — re-record it"
+            )
         else:
             summary.image_shapes.setdefault(key, set()).add(tuple(x.shape[1:]))
     if not problems:
@@ -128,8 +139,10 @@ def verify_files(files, mapping: KeyMapping | str, summary: DatasetSummary | Non
             summary.files += 1
             names = demo_names(f)
             if not names:
-                problems.append(f"{path}: no demos under '{DATA_GROUP}/' (expected {DATA_GROUP}/demo_0, ...); "
-                                f"is this an Isaac Lab recorder / robomimic file?")
+                problems.append(
+                    f"{path}: no demos under '{DATA_GROUP}/' (expected {DATA_GROUP}/demo_0, ...); "
+                    f"is this an Isaac Lab recorder / robomimic file?"
+                )
                 continue
             for name in names:
                 try:

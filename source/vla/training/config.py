@@ -91,7 +91,9 @@ class TrainConfig:
             return TrainConfigError(f"{source}: {key}: {msg}")
 
         if not self.data.files:
-            raise bad("data.files", "no demo files; set data.files=[demos/stack.hdf5] (record with scripts/record_demos.py)")
+            raise bad(
+                "data.files", "no demo files; set data.files=[demos/stack.hdf5] (record with scripts/record_demos.py)"
+            )
         for key in ("max_steps", "batch_size", "grad_accum_steps", "log_every"):
             if int(getattr(self, key)) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
@@ -147,7 +149,8 @@ def _build(cls, data: Any, source: str, prefix: str):
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise TrainConfigError(
-            f"{source}: unknown config key(s) {[prefix + k for k in unknown]}; known: {sorted(prefix + k for k in fields)}"
+            f"{source}: unknown config key(s) {[prefix + k for k in unknown]}; "
+            f"known: {sorted(prefix + k for k in fields)}"
         )
     kwargs = {}
     for name, value in data.items():
@@ -189,9 +192,7 @@ def _coerce(value, default, key: str, source: str):
                 raise TypeError
             return dict(value)
     except (TypeError, ValueError):
-        raise TrainConfigError(
-            f"{source}: {key}: expected {type(default).__name__}, got {value!r}"
-        ) from None
+        raise TrainConfigError(f"{source}: {key}: expected {type(default).__name__}, got {value!r}") from None
     return value
 
 
@@ -214,7 +215,9 @@ def load_train_config(name_or_path: str | Path, overrides: list[str] | None = No
     if not path.is_file() and not path.suffix:
         path = TRAIN_CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise TrainConfigError(f"training config '{name_or_path}' not found; available: {available_configs()} or a .yaml path")
+        raise TrainConfigError(
+            f"training config '{name_or_path}' not found; available: {available_configs()} or a .yaml path"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

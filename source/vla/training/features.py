@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
-from ..utils.io import atomic_write_bytes, atomic_write_text
 from ..data.dataset import DemoDataset, collate
+from ..utils.io import atomic_write_bytes, atomic_write_text
 
 
 @dataclass
@@ -59,7 +59,9 @@ class CachedSamples:
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k).contiguous() for k in ("index", "features", "mask", "proprio", "actions", "action_mask")}
+        return {
+            k: getattr(self, k).contiguous() for k in ("index", "features", "mask", "proprio", "actions", "action_mask")
+        }
 
 
 def _pad(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,13 +75,25 @@ def _pad(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def compute_features(model, dataset: DemoDataset, indices, *, batch_size: int = 16, num_workers: int = 0,
-                     instruction: str | None = None, desc: str = "VLM features", show: bool = True) -> CachedSamples:
+def compute_features(
+    model,
+    dataset: DemoDataset,
+    indices,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    instruction: str | None = None,
+    desc: str = "VLM features",
+    show: bool = True,
+) -> CachedSamples:
     """Run the frozen VLM once over ``dataset[indices]`` (in order) and keep what the head needs."""
     indices = [int(i) for i in indices]
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-        num_workers=num_workers, collate_fn=collate,
+        torch.utils.data.Subset(dataset, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
     )
     feats, proprio, actions, amask = [], [], [], []
     for b in tqdm(loader, desc=desc, unit="batch", disable=not show, dynamic_ncols=True):
@@ -94,8 +108,12 @@ def compute_features(model, dataset: DemoDataset, indices, *, batch_size: int = 
         amask.append(b["action_mask"])
     features, mask = _pad(feats)
     return CachedSamples(
-        index=torch.as_tensor(indices, dtype=torch.long), features=features, mask=mask,
-        proprio=torch.cat(proprio).float(), actions=torch.cat(actions).float(), action_mask=torch.cat(amask).bool(),
+        index=torch.as_tensor(indices, dtype=torch.long),
+        features=features,
+        mask=mask,
+        proprio=torch.cat(proprio).float(),
+        actions=torch.cat(actions).float(),
+        action_mask=torch.cat(amask).bool(),
     )
 
 
@@ -106,15 +124,21 @@ def cache_fingerprint(dataset: DemoDataset, indices, model_cfg: dict, instructio
     files = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in dataset.files]
     idx = np.asarray(list(indices), dtype=np.int64)
     doc = {
-        "files": files, "mapping": dataset.mapping.fingerprint(), "split": dataset.split, "n": int(idx.size),
-        "indices": hashlib.sha256(idx.tobytes()).hexdigest(), "image_size": dataset.image_size,
-        "model": model_cfg, "instruction": instruction,
+        "files": files,
+        "mapping": dataset.mapping.fingerprint(),
+        "split": dataset.split,
+        "n": int(idx.size),
+        "indices": hashlib.sha256(idx.tobytes()).hexdigest(),
+        "image_size": dataset.image_size,
+        "model": model_cfg,
+        "instruction": instruction,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def load_or_compute_features(model, dataset: DemoDataset, indices, *, cache_dir: Path | None, name: str,
-                             model_cfg: dict, **kw) -> CachedSamples:
+def load_or_compute_features(
+    model, dataset: DemoDataset, indices, *, cache_dir: Path | None, name: str, model_cfg: dict, **kw
+) -> CachedSamples:
     """``compute_features`` with an optional on-disk cache (``<cache_dir>/<name>.safetensors``)."""
     fp = cache_fingerprint(dataset, indices, model_cfg, kw.get("instruction"))
     if cache_dir is not None:

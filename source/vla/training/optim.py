@@ -32,12 +32,14 @@ def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
         buckets.setdefault((kind, p.ndim >= 2), []).append(p)
     groups = []
     for (kind, decay), params in sorted(buckets.items()):
-        groups.append({
-            "params": params,
-            "lr": cfg.lr_lora if kind == "lora" else cfg.lr_heads,
-            "weight_decay": cfg.weight_decay if decay else 0.0,
-            "name": f"{kind}{'' if decay else '_no_decay'}",
-        })
+        groups.append(
+            {
+                "params": params,
+                "lr": cfg.lr_lora if kind == "lora" else cfg.lr_heads,
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+                "name": f"{kind}{'' if decay else '_no_decay'}",
+            }
+        )
     if not groups:
         raise ValueError("the model has no trainable parameters; check freeze_backbone / lora in the model preset")
     return groups

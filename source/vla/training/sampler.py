@@ -15,8 +15,10 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
     def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1, start: int = 0):
         self.shard = np.arange(rank, num_samples, world_size, dtype=np.int64)
         if self.shard.size == 0:
-            raise ValueError(f"process {rank} of {world_size} gets no training samples (only {num_samples}); "
-                             f"record more demos or use fewer processes")
+            raise ValueError(
+                f"process {rank} of {world_size} gets no training samples (only {num_samples}); "
+                f"record more demos or use fewer processes"
+            )
         self.seed, self.rank = int(seed), int(rank)
         self.start = int(start)  # samples already consumed by this process
 

@@ -128,7 +128,9 @@ def list_states(root: str | Path) -> list[Path]:
     base = Path(root) / STATE_DIR
     if not base.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in base.iterdir() if (m := _STEP_RE.match(p.name)) and (p / "state.json").is_file()]
+    found = [
+        (int(m.group(1)), p) for p in base.iterdir() if (m := _STEP_RE.match(p.name)) and (p / "state.json").is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -143,21 +145,26 @@ def load_training_state(path: str | Path) -> dict:
     need = ["state.json", "model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors"]
     missing = [n for n in need if not (path / n).is_file()]
     if missing:
-        raise TrainingStateError(f"{path}: incomplete training state (missing {missing}); resume from an earlier step_* folder")
+        raise TrainingStateError(
+            f"{path}: incomplete training state (missing {missing}); resume from an earlier step_* folder"
+        )
     try:
         doc = json.loads((path / "state.json").read_text())
         out = {
             "step": int(doc["step"]),
             "meta": doc,
             "model": load_file(str(path / "model.safetensors")),
-            "optimizer": optimizer_from_flat(load_file(str(path / "optimizer.safetensors")),
-                                             json.loads((path / "optimizer.json").read_text())),
+            "optimizer": optimizer_from_flat(
+                load_file(str(path / "optimizer.safetensors")), json.loads((path / "optimizer.json").read_text())
+            ),
             "rng": (load_file(str(path / "rng.safetensors")), doc["rng"]),
             "scheduler": doc["scheduler"],
             "ema": load_file(str(path / "ema.safetensors")) if (path / "ema.safetensors").is_file() else None,
         }
     except (OSError, ValueError, KeyError) as e:
-        raise TrainingStateError(f"{path}: unreadable training state ({e}); resume from an earlier step_* folder") from None
+        raise TrainingStateError(
+            f"{path}: unreadable training state ({e}); resume from an earlier step_* folder"
+        ) from None
     return out
 
 

@@ -41,7 +41,7 @@ from ..data.verify import DatasetSummary, check_files
 from ..utils.io import atomic_write_text
 from .config import TrainConfig, TrainConfigError
 from .ema import HeadEMA
-from .features import CachedSamples, load_or_compute_features
+from .features import load_or_compute_features
 from .optim import build_optimizer, build_scheduler
 from .sampler import ResumableSampler
 from .state import TrainingStateError, latest_state, load_training_state, restore_rng, save_training_state
@@ -50,8 +50,18 @@ CONFIG_FILE = "train_config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 # Keys that may differ between a run and its resumption (they don't change the numbers).
-RESUME_FREE_KEYS = {"output_dir", "log_every", "val_every", "val_batches", "save_every", "keep_last",
-                    "image_effect_samples", "feature_cache", "data.num_workers", "cpu_threads"}
+RESUME_FREE_KEYS = {
+    "output_dir",
+    "log_every",
+    "val_every",
+    "val_batches",
+    "save_every",
+    "keep_last",
+    "image_effect_samples",
+    "feature_cache",
+    "data.num_workers",
+    "cpu_threads",
+}
 
 
 @dataclass
@@ -92,7 +102,8 @@ def plan_run(cfg: TrainConfig, resume: bool | str | None = None) -> RunPlan:
     if model_cfg.proprio_dim != mapping.proprio_dim:
         raise TrainConfigError(
             f"key mapping '{mapping.name}' builds a {mapping.proprio_dim}-dim proprio but model '{model_cfg.preset}' "
-            f"expects proprio_dim {model_cfg.proprio_dim}; set model_overrides.proprio_dim={mapping.proprio_dim} or fix the mapping"
+            f"expects proprio_dim {model_cfg.proprio_dim}; "
+            f"set model_overrides.proprio_dim={mapping.proprio_dim} or fix the mapping"
         )
     if model_cfg.action_dim != mapping.action_dim:
         raise TrainConfigError(
@@ -123,7 +134,8 @@ def plan_run(cfg: TrainConfig, resume: bool | str | None = None) -> RunPlan:
                 )
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TrainConfigError(
-            f"output_dir {out} already exists and is not empty; pass --resume to continue that run or set output_dir=..."
+            f"output_dir {out} already exists and is not empty; "
+            "pass --resume to continue that run or set output_dir=..."
         )
     return RunPlan(cfg=cfg, mapping=mapping, model_cfg=model_cfg, output_dir=out, resume_from=resume_from, data=summary)
 
@@ -150,8 +162,10 @@ def _load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], wh
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(params) != set(tensors):
         missing, extra = sorted(set(params) - set(tensors))[:3], sorted(set(tensors) - set(params))[:3]
-        raise TrainingStateError(f"{where}: weights don't match the model (missing {missing}, unexpected {extra}); "
-                                 "resume with the run's own model config")
+        raise TrainingStateError(
+            f"{where}: weights don't match the model (missing {missing}, unexpected {extra}); "
+            "resume with the run's own model config"
+        )
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(tensors[n].to(p.device, p.dtype))
@@ -167,7 +181,11 @@ class _Metrics:
         if not enabled:
             return
         if start_step > 0 and self.path.is_file():  # drop what a killed run logged after its last state
-            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
+            keep = [
+                ln
+                for ln in self.path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= start_step
+            ]
             atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))
         self.file = open(self.path, "a")
         try:
@@ -204,8 +222,10 @@ class Trainer:
         self.show = show_progress and self.acc.is_local_main_process
         self._fsdp = self.acc.distributed_type.name == "FSDP"
         if self._fsdp and self.cfg.ema.enabled:
-            raise TrainConfigError("ema.enabled is not supported with FSDP (the averaged weights would be sharded); "
-                                   "set ema.enabled=false or use DDP (config/accelerate/ddp.yaml)")
+            raise TrainConfigError(
+                "ema.enabled is not supported with FSDP (the averaged weights would be sharded); "
+                "set ema.enabled=false or use DDP (config/accelerate/ddp.yaml)"
+            )
         self.out = plan.output_dir
 
     def _say(self, msg: str) -> None:
@@ -228,17 +248,29 @@ class Trainer:
             self.model = VLAModel(plan.model_cfg, device=acc.device, dtype=backbone_dtype)
             self.stats = compute_norm_stats(cfg.data.files, plan.mapping)
         self.model.set_norm_stats(self.stats)
-        self._say(f"model '{plan.model_cfg.preset}' on {acc.device} ({time.time() - t:.1f} s); "
-                  f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trainable parameters; "
-                  f"backbone {'trainable (LoRA)' if self.model.vlm_trainable else 'frozen'}")
+        self._say(
+            f"model '{plan.model_cfg.preset}' on {acc.device} ({time.time() - t:.1f} s); "
+            f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trainable parameters; "
+            f"backbone {'trainable (LoRA)' if self.model.vlm_trainable else 'frozen'}"
+        )
         mc = plan.model_cfg
-        common = dict(val_fraction=cfg.data.val_fraction, chunk=mc.num_queries, image_size=tuple(mc.image_size),
-                      seed=cfg.seed, max_demos=cfg.data.max_demos, success_only=cfg.data.success_only)
+        common = dict(
+            val_fraction=cfg.data.val_fraction,
+            chunk=mc.num_queries,
+            image_size=tuple(mc.image_size),
+            seed=cfg.seed,
+            max_demos=cfg.data.max_demos,
+            success_only=cfg.data.success_only,
+        )
         self.train_ds = DemoDataset(cfg.data.files, plan.mapping, split="train", **common)
         self.val_ds = DemoDataset(cfg.data.files, plan.mapping, split="val", **common)
-        self._say(f"data: {self.train_ds.num_demos} train demos ({len(self.train_ds)} samples), "
-                  f"{self.val_ds.num_demos} val demos ({len(self.val_ds)} samples), key mapping '{plan.mapping.name}'")
-        self.instruction = cfg.data.instruction or Counter(d.instruction for d in self.train_ds.demos).most_common(1)[0][0]
+        self._say(
+            f"data: {self.train_ds.num_demos} train demos ({len(self.train_ds)} samples), "
+            f"{self.val_ds.num_demos} val demos ({len(self.val_ds)} samples), key mapping '{plan.mapping.name}'"
+        )
+        self.instruction = (
+            cfg.data.instruction or Counter(d.instruction for d in self.train_ds.demos).most_common(1)[0][0]
+        )
         self.sampler = ResumableSampler(len(self.train_ds), cfg.seed, acc.process_index, acc.num_processes)
         self.val_indices = _evenly_spaced(len(self.val_ds), cfg.val_batches * cfg.batch_size)
 
@@ -248,18 +280,38 @@ class Trainer:
         if self.use_cache:
             t = time.time()
             cache_dir = self.out / "feature_cache" if cfg.feature_cache == "disk" else None
-            kw = dict(batch_size=max(cfg.batch_size, 16), num_workers=cfg.data.num_workers, instruction=cfg.data.instruction,
-                      show=self.show, model_cfg=mc.to_dict())
+            kw = dict(
+                batch_size=max(cfg.batch_size, 16),
+                num_workers=cfg.data.num_workers,
+                instruction=cfg.data.instruction,
+                show=self.show,
+                model_cfg=mc.to_dict(),
+            )
             with torch.random.fork_rng(devices=[]):
                 self.train_cache = load_or_compute_features(
-                    self.model, self.train_ds, self.sampler.shard, cache_dir=cache_dir,
-                    name=f"train_rank{acc.process_index}", desc="VLM features (train)", **kw)
+                    self.model,
+                    self.train_ds,
+                    self.sampler.shard,
+                    cache_dir=cache_dir,
+                    name=f"train_rank{acc.process_index}",
+                    desc="VLM features (train)",
+                    **kw,
+                )
                 if self.val_indices and acc.is_main_process:
-                    self.val_cache = load_or_compute_features(self.model, self.val_ds, self.val_indices,
-                                                              cache_dir=cache_dir, name="val", desc="VLM features (val)", **kw)
+                    self.val_cache = load_or_compute_features(
+                        self.model,
+                        self.val_ds,
+                        self.val_indices,
+                        cache_dir=cache_dir,
+                        name="val",
+                        desc="VLM features (val)",
+                        **kw,
+                    )
             self.feature_s = time.time() - t
-            self._say(f"frozen backbone: cached VLM features of {len(self.train_cache)} samples in {self.feature_s:.1f} s "
-                      f"({tuple(self.train_cache.features.shape[1:])} per sample); the head trains on them")
+            self._say(
+                f"frozen backbone: cached VLM features of {len(self.train_cache)} samples in {self.feature_s:.1f} s "
+                f"({tuple(self.train_cache.features.shape[1:])} per sample); the head trains on them"
+            )
 
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
@@ -291,15 +343,22 @@ class Trainer:
 
     def _batch_iter(self, start: int):
         cfg, dev = self.cfg, self.acc.device
-        sampler = ResumableSampler(len(self.train_ds), cfg.seed, self.acc.process_index, self.acc.num_processes, start=start)
+        sampler = ResumableSampler(
+            len(self.train_ds), cfg.seed, self.acc.process_index, self.acc.num_processes, start=start
+        )
         if self.use_cache:
             it = iter(sampler)
             while True:
                 idx = [next(it) for _ in range(cfg.batch_size)]
                 yield self.train_cache.batch(self.train_cache.rows(idx), dev)
         loader = torch.utils.data.DataLoader(
-            self.train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
-            collate_fn=collate, pin_memory=dev.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+            self.train_ds,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate,
+            pin_memory=dev.type == "cuda",
+            persistent_workers=cfg.data.num_workers > 0,
             generator=torch.Generator().manual_seed(cfg.seed),  # keeps worker seeding off the global RNG
         )
         for b in loader:
@@ -323,7 +382,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]), self._ema_applied(), self.acc.autocast():
             torch.manual_seed(cfg.seed + 1_000_003)
             for s in range(0, len(self.val_indices), cfg.batch_size):
-                idx = self.val_indices[s:s + cfg.batch_size]
+                idx = self.val_indices[s : s + cfg.batch_size]
                 if self.val_cache is not None:
                     batch = self.val_cache.batch(self.val_cache.rows(idx), self.acc.device)
                 else:
@@ -371,16 +430,29 @@ class Trainer:
 
         model = self.acc.unwrap_model(self.model)
         path = self.out / "final" if final else self.out / "checkpoints" / f"step_{step:06d}"
-        extra = {"step": step, "val_loss": val_loss, "train_config": self.cfg.to_dict(),
-                 "train_demos": self.train_ds.demo_ids, "samples": len(self.train_ds)}
+        extra = {
+            "step": step,
+            "val_loss": val_loss,
+            "train_config": self.cfg.to_dict(),
+            "train_demos": self.train_ds.demo_ids,
+            "samples": len(self.train_ds),
+        }
         with self._ema_applied():
-            save_checkpoint(model, path, key_mapping=self.plan.mapping.to_dict(), instruction=self.instruction, extra=extra)
+            save_checkpoint(
+                model, path, key_mapping=self.plan.mapping.to_dict(), instruction=self.instruction, extra=extra
+            )
         save_training_state(
-            self.out, step, model_tensors=_trainable_state(model),
-            optimizer_state=optimizer_state, scheduler_state=self.scheduler.state_dict(),
+            self.out,
+            step,
+            model_tensors=_trainable_state(model),
+            optimizer_state=optimizer_state,
+            scheduler_state=self.scheduler.state_dict(),
             ema_tensors=self.ema.state_tensors() if self.ema is not None else None,
-            meta={"consumed_samples": step * self.cfg.batch_size * self.cfg.grad_accum_steps,
-                  "world_size": self.acc.num_processes}, keep_last=self.cfg.keep_last,
+            meta={
+                "consumed_samples": step * self.cfg.batch_size * self.cfg.grad_accum_steps,
+                "world_size": self.acc.num_processes,
+            },
+            keep_last=self.cfg.keep_last,
         )
         return path
 
@@ -400,8 +472,14 @@ class Trainer:
         per_step = cfg.batch_size * cfg.grad_accum_steps * acc.num_processes
         window, last_val, train_time = [], None, 0.0
         t_log, steps_since_log = time.time(), 0
-        bar = tqdm(total=cfg.max_steps, initial=self.start_step, desc="train", unit="step",
-                   disable=not self.show, dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.start_step,
+            desc="train",
+            unit="step",
+            disable=not self.show,
+            dynamic_ncols=True,
+        )
         self.model.train()
         for step in range(self.start_step + 1, cfg.max_steps + 1):
             t0 = time.time()
@@ -428,9 +506,13 @@ class Trainer:
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 now = time.time()
                 lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-                values = {"loss": loss_value, "loss_avg": sum(window[-steps_since_log:]) / steps_since_log,
-                          "grad_norm": float(grad_norm), "lr": lrs.get("heads", next(iter(lrs.values()))),
-                          "samples_per_s": steps_since_log * per_step / max(now - t_log, 1e-9)}
+                values = {
+                    "loss": loss_value,
+                    "loss_avg": sum(window[-steps_since_log:]) / steps_since_log,
+                    "grad_norm": float(grad_norm),
+                    "lr": lrs.get("heads", next(iter(lrs.values()))),
+                    "samples_per_s": steps_since_log * per_step / max(now - t_log, 1e-9),
+                }
                 if "lora" in lrs:
                     values["lr_lora"] = lrs["lora"]
                 metrics.log(step, values)
@@ -454,7 +536,7 @@ class Trainer:
         final = self.save(cfg.max_steps, final=True, val_loss=last_val)
         metrics.close()
         steps_run = cfg.max_steps - self.start_step
-        tail = window[-max(1, min(len(window), cfg.log_every)):]
+        tail = window[-max(1, min(len(window), cfg.log_every)) :]
         summary = {
             "steps": cfg.max_steps,
             "steps_this_run": steps_run,
@@ -476,8 +558,14 @@ class Trainer:
         }
         if acc.is_main_process:
             atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1))
-            self._say("done: " + ", ".join(f"{k} {_fmt(summary.get(k))}" for k in (
-                "steps", "final_loss", "val_loss", "image_effect", "samples_per_s")) + f"; checkpoint {final}")
+            self._say(
+                "done: "
+                + ", ".join(
+                    f"{k} {_fmt(summary.get(k))}"
+                    for k in ("steps", "final_loss", "val_loss", "image_effect", "samples_per_s")
+                )
+                + f"; checkpoint {final}"
+            )
         return summary
 
 
@@ -501,5 +589,15 @@ def input_error_types() -> tuple[type[Exception], ...]:
     from ..data.preprocess import ImageFormatError
     from ..normalization import NormStatsError
 
-    return (TrainConfigError, TrainingStateError, DatasetError, KeyMappingError, ConfigError, BackboneError,
-            CheckpointError, NormStatsError, ImageFormatError, ImageInputError)
+    return (
+        TrainConfigError,
+        TrainingStateError,
+        DatasetError,
+        KeyMappingError,
+        ConfigError,
+        BackboneError,
+        CheckpointError,
+        NormStatsError,
+        ImageFormatError,
+        ImageInputError,
+    )
