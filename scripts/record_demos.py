@@ -87,10 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vla-isaac")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    import vla_isaac
     from vla_isaac import recording
     from vla_isaac.envs import make_env, make_env_cfg, resolve_task
 
@@ -118,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     )
     env_kwargs = {
         "task": task,
-        "vla_isaac_version": vla_isaac.__version__,
+        "vla_isaac_version": _package_version(),
         "backend": env_cfg.backend,
         "device": args.device,
         "num_envs": args.num_envs,
