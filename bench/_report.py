@@ -19,7 +19,8 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def write_section(name: str, markdown: str) -> None:
+def write_section(name: str, markdown: str, first: bool = False) -> None:
+    """Replace the section ``name`` (or add it: at the end, or right after the title with ``first``)."""
     text = DOC.read_text() if DOC.exists() else HEADER
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{markdown.rstrip()}\n{end}"
@@ -27,6 +28,9 @@ def write_section(name: str, markdown: str) -> None:
         pre, rest = text.split(start, 1)
         _, post = rest.split(end, 1)
         text = pre + block + post
+    elif first:
+        head, _, rest = text.partition("\n\n")
+        text = head + "\n\n" + block + "\n\n" + rest
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     atomic_write_text(DOC, text)
