@@ -23,7 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TASKS = ("Lift-Cube", "Stack-Cube")
-ENV_SETUPS = (("1 env, MuJoCo-C", 1, "mujoco_c"), ("1 env, MJWarp", 1, "mjwarp"), ("2 envs", 2, "mjwarp"), ("4 envs", 4, "mjwarp"))
+ENV_SETUPS = (  # (column label, num_envs, backend)
+    ("1 env, MuJoCo-C", 1, "mujoco_c"),
+    ("1 env, MJWarp", 1, "mjwarp"),
+    ("2 envs, MJWarp", 2, "mjwarp"),
+    ("4 envs, MJWarp", 4, "mjwarp"),
+)
 
 
 def measure(task: str, num_envs: int, backend: str, cameras: bool, seconds: float, warmup: int = 3) -> float:

@@ -112,7 +112,10 @@ class ScriptedExpert:
             self.task = "lift"
             self.plan = [(cfg.cube_names[0], None)]
         else:
-            raise ExpertError("ScriptedExpert: the env cfg has neither `stack_order` nor `cube_names` (not a vla_isaac cube task)")
+            raise ExpertError(
+                f"ScriptedExpert: {type(cfg).__name__} has neither `stack_order` nor `cube_names`; "
+                "it only solves the vla_isaac cube tasks (Lift-Cube, Stack-Cube)"
+            )
         self.cube_size = float(cfg.cube_size)
         arm = cfg.actions.arm_action
         self.action_scale = float(arm.scale) if isinstance(arm.scale, (int, float)) else 1.0

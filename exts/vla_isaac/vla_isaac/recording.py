@@ -379,11 +379,16 @@ class RecordingStats:
     def summary(self) -> str:
         rate = "n/a" if math.isnan(self.success_rate) else f"{self.success_rate:.0%}"
         state = "interrupted: " if self.interrupted else ""
-        where = f" -> {self.path} ({self.demos_in_file} demos in file)" if self.path else ""
+        where = f" -> {self.path} ({_plural(self.demos_in_file, 'demo')} in file)" if self.path else ""
         return (
-            f"{state}recorded {self.demos} demos from {self.attempts} attempts (success {rate}), "
-            f"{self.steps} steps in {self.seconds:.1f} s ({self.demos_per_minute:.1f} demos/min){where}"
+            f"{state}recorded {_plural(self.demos, 'demo')} from {_plural(self.attempts, 'attempt')} "
+            f"(success {rate}), {self.steps} steps in {self.seconds:.1f} s ({self.demos_per_minute:.1f} demos/min)"
+            f"{where}"
         )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _ids(mask: torch.Tensor) -> list[int]:
@@ -575,7 +580,7 @@ class ReplayStats:
         n = len(self.results)
         rate = f"{self.reproduced / n:.0%}" if n else "n/a"
         return (
-            f"replayed {n} demos: {self.reproduced} reproduce success ({rate}), "
+            f"replayed {_plural(n, 'demo')}: {self.reproduced} reproduce success ({rate}), "
             f"{self.exact} at exactly the recorded step, in {self.seconds:.1f} s"
         )
 
@@ -659,8 +664,8 @@ def replay_demos(
                                 first_success_step=slot_first_success[i],
                             )
                         )
-                        bar.update(1)
                         bar.set_postfix(reproduced=f"{stats.reproduced}/{len(stats.results)}", refresh=False)
+                        bar.update(1)
                         slot_name[i] = None
                         if queue:
                             load(i)

@@ -119,11 +119,15 @@ def patched_urdf(colliders: str = "mesh") -> str:
     text = panda_urdf_path().read_text()
     text = text.replace("package://example-robot-data/", str(_erd_root()) + "/")
     if colliders in ("gripper_only", "gripper_box"):
-        strip = lambda m: re.sub(r"<collision>.*?</collision>", "", m.group(0), flags=re.S)  # noqa: E731
+        def strip(m: re.Match) -> str:
+            return re.sub(r"<collision>.*?</collision>", "", m.group(0), flags=re.S)
+
         text = re.sub(r'<link name="panda_link[0-7]">.*?</link>', strip, text, flags=re.S)
     if colliders == "gripper_box":
-        hand = lambda m: re.sub(r"<collision>.*?</collision>", _HAND_BOX_COLLISION, m.group(0), count=1, flags=re.S)  # noqa: E731
-        text = re.sub(r'<link name="panda_hand">.*?</link>', hand, text, flags=re.S)
+        def boxes(m: re.Match) -> str:
+            return re.sub(r"<collision>.*?</collision>", _HAND_BOX_COLLISION, m.group(0), count=1, flags=re.S)
+
+        text = re.sub(r'<link name="panda_hand">.*?</link>', boxes, text, flags=re.S)
     text, n = re.subn(r"(<robot[^>]*>)", lambda m: m.group(1) + _WORLD_LINK, text, count=1)
     if n != 1:
         raise FrankaAssetError(f"{panda_urdf_path()}: no <robot> element; reinstall example-robot-data")

@@ -26,7 +26,9 @@ def ee_frame_cfg() -> FrameTransformerCfg:
         debug_vis=False,
         target_frames=[
             FrameTransformerCfg.FrameCfg(
-                prim_path=robot + "panda_hand", name="end_effector", offset=OffsetCfg(pos=(0.0, 0.0, franka.TCP_OFFSET_FRAME))
+                prim_path=robot + "panda_hand",
+                name="end_effector",
+                offset=OffsetCfg(pos=(0.0, 0.0, franka.TCP_OFFSET_FRAME)),
             ),
             FrameTransformerCfg.FrameCfg(
                 prim_path=robot + "panda_rightfinger", name="tool_rightfinger", offset=OffsetCfg(pos=(0.0, 0.0, 0.046))

@@ -96,7 +96,8 @@ def look_at_ros(eye, target) -> tuple[float, float, float, float]:
 
     eye_t, target_t = torch.tensor(eye, dtype=torch.float64), torch.tensor(target, dtype=torch.float64)
     forward = torch.nn.functional.normalize(target_t - eye_t, dim=0)
-    right = torch.nn.functional.normalize(torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)), dim=0)
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    right = torch.nn.functional.normalize(torch.linalg.cross(forward, up), dim=0)
     down = torch.linalg.cross(forward, right)
     quat = quat_from_matrix(torch.stack([right, down, forward], dim=1))
     return tuple(round(float(v), 6) for v in quat)
@@ -113,7 +114,9 @@ def table_camera_cfg(image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Camera
         width=image_size[1],
         data_types=["rgb"],
         spawn=sim_utils.PinholeCameraCfg(**_PINHOLE),
-        offset=CameraCfg.OffsetCfg(pos=TABLE_CAM_EYE, rot=look_at_ros(TABLE_CAM_EYE, TABLE_CAM_TARGET), convention="ros"),
+        offset=CameraCfg.OffsetCfg(
+            pos=TABLE_CAM_EYE, rot=look_at_ros(TABLE_CAM_EYE, TABLE_CAM_TARGET), convention="ros"
+        ),
         renderer_cfg=NewtonWarpRendererCfg(),
     )
 
