@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_size", type=int, default=64, help="camera resolution (square) for recording and evaluation")
     p.add_argument("--train_steps", type=int, default=3000, help="training steps of the tiny preset")
     p.add_argument("--eval_episodes", type=int, default=20, help="episodes per evaluated policy")
+    p.add_argument("--eval_episode_length_s", type=float, default=None,
+                   help="shorten evaluation episodes (default: the task's own length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="report folder (default outputs/demo-<time>)")
     p.add_argument("--cache", default=str(ROOT / "outputs" / "demo-cache"), help="where stage outputs are reused from")
@@ -130,7 +132,9 @@ def main(argv=None) -> int:
     def run_eval(name):
         cmd = [PY, "scripts/eval_vla.py", "--task", TASK, *evals[name], "--num_episodes", str(args.eval_episodes),
                "--seed", str(args.seed + 100), "--image_size", size, size, "--output", str(out_of[name]),
-               "--videos", "1" if "trained)" in name else "0", "--no_progress"]
+               "--videos", "1" if name == "VLA tiny (trained)" else "0", "--no_progress"]
+        if args.eval_episode_length_s:
+            cmd += ["--episode_length_s", str(args.eval_episode_length_s)]
         with open(st.logs / f"eval-{out_of[name].name}.log", "w") as f:
             rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
         if rc != 0:

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replan_every", type=int, default=8)
     p.add_argument("--temporal_ensemble", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--video", action="store_true", help="write outputs/play/<task>-<time>.mp4 of env 0")
+    p.add_argument("--episode_length_s", type=float, default=None, help="override the task's episode length")
+    p.add_argument("--output", default="outputs/play", help="folder for --video")
+    p.add_argument("--video", action="store_true", help="write <output>/<task>-<time>.mp4 of env 0")
     from vla_isaac.envs import add_sim_args
 
     add_sim_args(p)  # Isaac Lab launcher flags (--device, --viz, ...) + --backend, --image_size
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
     cfg = make_env_cfg(task, num_envs=args.num_envs, device=getattr(args, "device", None) or "cpu",
                        backend=args.backend, seed=args.seed,
                        image_size=tuple(args.image_size) if args.image_size else None)
+    if args.episode_length_s:
+        cfg.episode_length_s = args.episode_length_s
     env = make_env(cfg, launcher_args=args)
     try:
         try:
@@ -94,7 +98,7 @@ def main(argv=None) -> int:
         print(f"[play] success {ok}/{len(res.episodes)}")
         if args.video and res.videos:
             frames = [f for k in sorted(res.videos) for f in res.videos[k]]
-            path = write_video(frames, Path("outputs/play") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
+            path = write_video(frames, Path(args.output) / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
             print(f"[play] video: {path}")
     finally:
         env.close()
