@@ -24,8 +24,8 @@ NO_CHECKPOINT_HELP = """error: --checkpoint is required.
 To get one:
   make demo                                                    # records lift demos, trains the tiny preset (CPU, minutes)
   python scripts/record_demos.py --task Lift-Cube --num_demos 50 --output demos/lift.hdf5
-  python scripts/train.py --config config/training/lift_tiny_cpu.yaml data.files=[demos/lift.hdf5]
-then: python scripts/play_vla.py --task Lift-Cube --checkpoint outputs/<run>/checkpoints/final"""
+  python scripts/train.py --config lift_tiny_cpu data.files=[demos/lift.hdf5]
+then: python scripts/play_vla.py --task Lift-Cube --checkpoint outputs/lift_tiny_cpu/final"""
 
 VIZ_ALIASES = {"newton_gl": "newton", "kit": "kit", "none": None}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 EXAMPLES = """examples:
   python scripts/record_demos.py --task Stack-Cube --num_demos 50 --num_envs 4 --output demos/stack.hdf5
-  python scripts/record_demos.py --task Lift-Cube --num_demos 20 --output demos/lift.hdf5 --image_size 64
+  python scripts/record_demos.py --task Lift-Cube --num_demos 20 --output demos/lift.hdf5 --image_size 64 64
   python scripts/record_demos.py --task Lift-Cube --num_demos 20 --output demos/lift.hdf5 --append
   isaaclab -p scripts/record_demos.py --task Lift-Cube --num_demos 5 --output demos/lift.hdf5   (same flags)
 
@@ -23,18 +23,11 @@ exit status: 0 all demos recorded, 1 fewer (--max_attempts reached), 2 bad input
 """
 
 
-def image_size(text: str) -> tuple[int, int]:
-    """``64`` -> (64, 64); ``96x128`` -> (96, 128) (height x width)."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW, e.g. 128 or 96x128") from None
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) < 8:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW with sides of at least 8 pixels")
-    return size
+def image_size(values: list[int]) -> tuple[int, int]:
+    """``[64]`` -> (64, 64); ``[96, 128]`` -> (96, 128) (height, width), as the other scripts' ``--image_size H W``."""
+    if len(values) not in (1, 2) or min(values) < 8:
+        raise SystemExit(f"error: --image_size {' '.join(map(str, values))}: expected H W (or one size for square), each >= 8")
+    return (values[0], values[-1])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="env seed (cube placements, noise); default 0, or with --append the file's demo count so that "
         "appended demos differ from the ones already there",
     )
-    parser.add_argument("--image_size", type=image_size, default=(128, 128), help="camera size, N or HxW (default 128)")
+    parser.add_argument(
+        "--image_size", type=int, nargs="+", default=[128, 128], metavar="H W",
+        help="camera resolution H W, or one number for square (default 128 128; 200 200 matches Cosmos data)",
+    )
     parser.add_argument(
         "--backend",
         choices=("auto", "mujoco_c", "mjwarp", "physx"),
@@ -172,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.image_size = image_size(args.image_size)
     if Path(args.output).exists() and not (args.append or args.overwrite):  # before the slow imports
         print(f"error: {args.output}: already exists; pass --append to add demos to it or --overwrite to replace it",
               file=sys.stderr)  # fmt: skip
