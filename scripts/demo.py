@@ -30,10 +30,13 @@ TASK = "Lift-Cube"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num_demos", type=int, default=40, help="expert demos to record")
+    p.add_argument("--num_demos", type=int, default=100, help="expert demos to record (~2 s each at 64 px)")
     p.add_argument("--image_size", type=int, default=64, help="camera resolution (square) for recording and evaluation")
-    p.add_argument("--train_steps", type=int, default=3000, help="training steps of the tiny preset")
+    p.add_argument("--train_steps", type=int, default=4000, help="training steps of the tiny preset")
     p.add_argument("--eval_episodes", type=int, default=20, help="episodes per evaluated policy")
+    p.add_argument("--replan_every", type=int, default=4,
+                   help="actions executed per predicted 16-step chunk by the VLA policies (4 reacts to the wrist "
+                        "camera twice as often as 8 at the same evaluation time; docs/demo.md)")
     p.add_argument("--eval_episode_length_s", type=float, default=None,
                    help="shorten evaluation episodes (default: the task's own length)")
     p.add_argument("--seed", type=int, default=0)
@@ -119,10 +122,11 @@ def main(argv=None) -> int:
         st.skip("untrained", str(untrained / "final"))
 
     # 4. closed-loop evaluation: expert, trained and untrained policy, two processes at a time (2 cores)
+    replan = ["--replan_every", str(args.replan_every)]
     evals = {
         "scripted expert": ["--policy", "expert"],
-        "VLA tiny (trained)": ["--checkpoint", str(ckpt)],
-        "VLA tiny (untrained)": ["--checkpoint", str(untrained / "final")],
+        "VLA tiny (trained)": ["--checkpoint", str(ckpt), *replan],
+        "VLA tiny (untrained)": ["--checkpoint", str(untrained / "final"), *replan],
     }
     out_of = {name: report / "eval" / name.split(" (")[-1].rstrip(")").replace(" ", "_") for name in evals}
     out_of["scripted expert"] = report / "eval" / "expert"
