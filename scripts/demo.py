@@ -108,8 +108,11 @@ def main(argv=None) -> int:
                           "--output", str(demos), "--image_size", size, "--seed", str(args.seed), "--overwrite"])
 
     # 3. train the tiny preset (and save its untrained twin, the floor of the comparison)
-    run_dir = cache / f"train-{key(demos.name, args.train_steps, args.seed)}"
-    ckpt, untrained = run_dir / "final", cache / f"untrained-{key(demos.name, args.seed)}"
+    # the training configs' contents are part of the key: editing them retrains instead of reusing
+    configs = [(ROOT / "config" / "training" / "lift_tiny_cpu.yaml").read_text(),
+               (ROOT / "config" / "model" / "tiny.yaml").read_text()]
+    run_dir = cache / f"train-{key(demos.name, args.train_steps, args.seed, configs)}"
+    ckpt, untrained = run_dir / "final", cache / f"untrained-{key(run_dir.name, args.seed)}"
     common = ["--config", "lift_tiny_cpu", f"data.files=[{demos}]", f"seed={args.seed}"]
     if (ckpt / "manifest.json").exists() and not args.fresh:
         st.skip("train", str(ckpt))
