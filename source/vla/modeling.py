@@ -228,7 +228,7 @@ class VLAModel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Flow-matching loss on a batch in raw units (see docs/CONTRACTS.md for the keys)."""
+        """Flow-matching loss on a batch in raw units (see docs/contracts.md for the keys)."""
         memory, memory_mask = self._memory(batch)
         dtype, k, b = memory.dtype, self.cfg.noise_draws_per_obs, memory.shape[0]
         cfg = self.cfg
