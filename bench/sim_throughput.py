@@ -7,7 +7,7 @@ builds its env, warms it up and closes it; configurations are interleaved over r
 every other round) and the median per configuration is reported, so a load change on a shared machine
 hits all of them alike.
 
-    python bench/sim_throughput.py            # ~4-5 min on 2 cores: 2 rounds, ~3 s per measurement
+    python bench/sim_throughput.py            # ~3 min on 2 cores: 2 rounds, ~3 s per measurement
     python bench/sim_throughput.py --quick    # ~1.5 min: 1 round, ~1 s per measurement
 """
 
@@ -97,9 +97,10 @@ def main(argv=None) -> int:
             "",
             *lines,
             "",
-            "MuJoCo-C runs one env per process (parallelism = processes); MJWarp vectorizes envs but on Warp's "
-            "CPU backend its per-step cost grows with the env count, so on the CPU one MuJoCo-C env per core "
-            "is the fastest way to collect demos. Cameras render with Newton's Warp ray tracer.",
+            "MuJoCo-C runs one env per process (parallelism = processes). MJWarp vectorizes envs: on Warp's "
+            "CPU backend its throughput grows with the env count but stays below one MuJoCo-C env, so on the "
+            "CPU one MuJoCo-C env per core is the fastest way to collect demos (MJWarp is the path for GPUs). "
+            "Cameras render with Newton's Warp ray tracer.",
         ]
     )
     print(md)

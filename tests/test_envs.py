@@ -207,6 +207,12 @@ def test_make_env_cfg_options():
     assert cfg.backend == "mjwarp" and not cfg.sim.physics.solver_cfg.use_mujoco_cpu
     assert (cfg.scene.table_cam.height, cfg.scene.wrist_cam.width) == (200, 200)
 
+    # the Isaac Sim path is only constructed here (it needs Kit and an RTX GPU to run)
+    cfg = make_env_cfg("Stack-Cube", num_envs=2, backend="physx", device="cuda:0")
+    assert type(cfg.sim.physics).__name__ == "PhysxCfg"
+    assert type(cfg.scene.table_cam.renderer_cfg).__name__ == "IsaacRtxRendererCfg"
+    assert cfg.scene.robot.spawn.rigid_props.disable_gravity
+
     with pytest.raises(BackendError, match="one env per process"):
         make_env_cfg("Stack-Cube", num_envs=2, backend="mujoco_c")
     with pytest.raises(EnvConfigError, match="no 'episode_lenght_s'"):
