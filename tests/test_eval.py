@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,17 @@ def test_bad_inputs_fail_cleanly(repo_root, tmp_path):
     assert r.returncode == 2 and "Lift-Cube" in r.stderr and "Stack-Cube" in r.stderr
     r = run_eval(repo_root, "--task", "Lift-Cube", "--checkpoint", str(tmp_path / "missing"), timeout=120)
     assert r.returncode == 2 and "missing" in r.stderr
+
+
+def test_torchrun_shards_episodes_and_merges(repo_root, tmp_path):
+    out = tmp_path / "dist"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29541", "scripts/eval_vla.py", "--task",
+           "Lift-Cube", "--policy", "expert", "--num_episodes", "3", "--image_size", "64", "64", "--videos", "0",
+           "--no_progress", "--output", str(out)]
+    r = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines, summary = check_schema(out, 3)
+    assert summary["world_size"] == 2
+    assert sorted(d["rank"] for d in lines) == [0, 0, 1]  # 3 episodes split 2 + 1
+    assert [d["episode"] for d in lines] == [0, 1, 2]
