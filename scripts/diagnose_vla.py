@@ -11,7 +11,7 @@
 
 Example::
 
-    python scripts/diagnose_vla.py --checkpoint outputs/lift/checkpoints/final --dataset demos/lift.hdf5
+    python scripts/diagnose_vla.py --checkpoint outputs/lift_tiny_cpu/final --dataset demos/lift.hdf5
 """
 
 from __future__ import annotations
