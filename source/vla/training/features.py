@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from ..data.dataset import DemoDataset, collate
+from ..modeling import pad_vlm_features
 from ..utils.io import atomic_write_bytes, atomic_write_text
 
 
@@ -64,16 +65,6 @@ class CachedSamples:
         }
 
 
-def _pad(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(int(f.shape[0]) for f, _ in items)
-    feats = torch.zeros(len(items), width, items[0][0].shape[-1], dtype=items[0][0].dtype)
-    mask = torch.zeros(len(items), width, dtype=torch.bool)
-    for i, (f, m) in enumerate(items):
-        feats[i, : f.shape[0]] = f
-        mask[i, : m.shape[0]] = m
-    return feats, mask
-
-
 @torch.no_grad()
 def compute_features(
     model,
@@ -106,7 +97,7 @@ def compute_features(
         proprio.append(b["proprio"])
         actions.append(b["actions"])
         amask.append(b["action_mask"])
-    features, mask = _pad(feats)
+    features, mask = pad_vlm_features(feats)
     return CachedSamples(
         index=torch.as_tensor(indices, dtype=torch.long),
         features=features,
