@@ -110,3 +110,15 @@ def test_missing_observation_key_is_named():
 def test_replan_every_out_of_range():
     with pytest.raises(ValueError, match="replan_every"):
         make(replan_every=17)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_real_checkpoint_in_float32_and_bf16(tiny_checkpoint, dtype):
+    """The tiny checkpoint runs in either dtype; actions come out float32, finite and clipped."""
+    full = obs(n=2, hw=64)["policy"]
+    full.update(eef_quat=torch.zeros(2, 4), joint_pos=torch.zeros(2, 9), joint_vel=torch.zeros(2, 9))
+    pol = VLAPolicy(tiny_checkpoint, None, num_envs=2, dtype=dtype, replan_every=4)
+    assert next(pol.model.backbone.parameters()).dtype == dtype
+    acts = torch.stack([pol({"policy": full}) for _ in range(5)])
+    assert acts.dtype == torch.float32 and torch.isfinite(acts).all()
+    assert float(acts.abs().max()) <= pol.action_clip and pol.num_model_calls == 2
