@@ -220,12 +220,13 @@ def _loss_curve(metrics: Path, out: Path) -> None:
             continue
         m = json.loads(line)
         if "loss" in m and "step" in m:
-            train.append((m["step"], m["loss"]))
-        if "val_loss" in m and "step" in m:
-            val.append((m["step"], m["val_loss"]))
+            train.append((m["step"], m.get("loss_avg", m["loss"])))
+        v = m.get("val/loss", m.get("val_loss"))
+        if v is not None and "step" in m:
+            val.append((m["step"], v))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if train:
-        ax.plot(*zip(*train), label="train loss", lw=1)
+        ax.plot(*zip(*train), label="train loss (running mean)", lw=1)
     if val:
         ax.plot(*zip(*val), "o-", label="val loss")
     ax.set_xlabel("step")
