@@ -1,9 +1,10 @@
 """Record demonstrations of a vla_isaac task into an Isaac Lab / robomimic HDF5 file.
 
-Runs the scripted expert (or Isaac Lab's keyboard teleop) in one or more envs and writes every successful
-episode through Isaac Lab's RecorderManager (``data/demo_N/{actions, obs/<key>, initial_state, states}``,
-images uint8, the instruction as an attribute). Ctrl-C stops after the current step and keeps every
-completed demo; the output path only appears once the first demo is saved.
+Runs the scripted expert, an RL expert (scripts/train_expert.py) or Isaac Lab's keyboard teleop in one or
+more envs and writes every successful episode through Isaac Lab's RecorderManager
+(``data/demo_N/{actions, obs/<key>, initial_state, states}``, images uint8, the instruction as an attribute).
+Ctrl-C stops after the current step and keeps every completed demo; the output path only appears once the
+first demo is saved.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ EXAMPLES = """examples:
   python scripts/record_demos.py --task Stack-Cube --num_demos 50 --num_envs 4 --output demos/stack.hdf5
   python scripts/record_demos.py --task Lift-Cube --num_demos 20 --output demos/lift.hdf5 --image_size 64 64
   python scripts/record_demos.py --task Lift-Cube --num_demos 20 --output demos/lift.hdf5 --append
+  python scripts/record_demos.py --task Lift-Cube --num_demos 20 --output demos/lift_rl.hdf5 \\
+      --expert rl --expert_checkpoint outputs/rl_expert/Lift-Cube/RUN/exported
   isaaclab -p scripts/record_demos.py --task Lift-Cube --num_demos 5 --output demos/lift.hdf5   (same flags)
 
 exit status: 0 all demos recorded, 1 fewer (--max_attempts reached), 2 bad input, 130 interrupted
@@ -42,12 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_envs", type=int, default=1, help="parallel envs (default 1; >1 uses MJWarp)")
     parser.add_argument(
         "--expert",
-        choices=("scripted", "keyboard"),
+        choices=("scripted", "rl", "keyboard"),
         default="scripted",
-        help="scripted waypoint expert (default) or Isaac Lab's Se3Keyboard (needs a display and Isaac Sim)",
+        help="scripted waypoint expert (default), rl: a PPO actor from scripts/train_expert.py (needs "
+        "--expert_checkpoint), or Isaac Lab's Se3Keyboard (needs a display and Isaac Sim)",
     )
     parser.add_argument(
-        "--noise", type=float, default=0.0, help="std of Gaussian noise on the expert's arm command [m, rad per step]"
+        "--expert_checkpoint",
+        default=None,
+        metavar="PATH",
+        help="--expert rl: the exported/ folder of a train_expert.py run (or the run folder, or one of its "
+        "model_<it>.pt, read with torch.load(weights_only=True))",
+    )
+    parser.add_argument(
+        "--noise", type=float, default=0.0,
+        help="std of Gaussian noise on the scripted expert's arm command [m, rad per step]",
     )
     parser.add_argument(
         "--seed",
@@ -108,6 +120,14 @@ def run(args: argparse.Namespace) -> int:
         if args.num_envs != 1:
             raise recording.RecordingError(f"--expert keyboard drives one env; got --num_envs {args.num_envs}")
         args.visualizer = args.visualizer or ["kit"]  # the keyboard listens to Kit's window
+    rl_policy = None
+    if (args.expert == "rl") != (args.expert_checkpoint is not None):
+        raise recording.RecordingError("--expert rl and --expert_checkpoint PATH go together (a train_expert.py run)")
+    if args.expert == "rl":  # read and check the checkpoint before the env is built
+        from vla_isaac.rl_expert import check_task, load_policy
+
+        rl_policy = load_policy(args.expert_checkpoint, device=args.device)
+        check_task(rl_policy, task)
 
     if args.seed is None:
         args.seed = len(recording.read_dataset_info(output).demos) if output.exists() and mode == "append" else 0
@@ -132,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
         "expert": args.expert,
         "noise": args.noise,
     }
+    if rl_policy is not None:
+        env_kwargs["expert_checkpoint"] = str(rl_policy.path)
+        env_kwargs["expert_iteration"] = rl_policy.meta.get("iteration")
     success = recording.configure_recording(
         env_cfg, output, env_name=task, mode=mode, keep_failed=args.keep_failed, env_kwargs=env_kwargs
     )
@@ -140,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             if args.expert == "keyboard":
                 expert = recording.KeyboardExpert(env)
+            elif args.expert == "rl":
+                from vla_isaac.rl_expert import RLExpert
+
+                expert = RLExpert(env, rl_policy, task=task)
             else:
                 from vla_isaac.experts import ScriptedExpert
 
@@ -177,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     from vla_isaac.experts import ExpertError
     from vla_isaac.physics import BackendError
     from vla_isaac.recording import RecordingError
+    from vla_isaac.rl_expert import RLExpertError
 
     try:
         return run(args)
-    except (RecordingError, UnknownTaskError, EnvConfigError, BackendError, ExpertError) as exc:
+    except (RecordingError, UnknownTaskError, EnvConfigError, BackendError, ExpertError, RLExpertError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -2,4 +2,11 @@
 
 from . import lift, stack  # noqa: F401  (registration side effects)
 
-TASK_IDS = ("Lift-Cube", "Stack-Cube", "VLA-Lift-Cube-Franka-v0", "VLA-Stack-Cube-Franka-v0")
+TASK_IDS = (
+    "Lift-Cube",
+    "Stack-Cube",
+    "VLA-Lift-Cube-Franka-v0",
+    "VLA-Stack-Cube-Franka-v0",
+    "Lift-Cube-RL",  # state-only PPO variant of Lift-Cube (the RL expert trains on it)
+    "VLA-Lift-Cube-Franka-RL-v0",
+)

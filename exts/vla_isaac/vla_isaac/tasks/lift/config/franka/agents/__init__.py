@@ -1,0 +1,1 @@
+"""Agent configurations of the Franka Lift-Cube tasks (rsl-rl PPO)."""
