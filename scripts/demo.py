@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num_demos", type=int, default=100, help="expert demos to record (~2 s each at 64 px)")
     p.add_argument("--image_size", type=int, default=64, help="camera resolution (square) for recording and evaluation")
-    p.add_argument("--train_steps", type=int, default=4000, help="training steps of the tiny preset")
+    p.add_argument("--train_steps", type=int, default=6000, help="training steps of the tiny preset (~4 min)")
     p.add_argument("--eval_episodes", type=int, default=20, help="episodes per evaluated policy")
     p.add_argument("--replan_every", type=int, default=4,
                    help="actions executed per predicted 16-step chunk by the VLA policies (4 reacts to the wrist "
@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def source_key(*folders: str) -> str:
+    """Hash of the Python sources under ``folders``: a code change (a camera, the expert, the model)
+    invalidates the cached stage outputs that depend on it."""
+    h = hashlib.sha256()
+    for folder in folders:
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:10]
 
 
 class Stages:
@@ -91,7 +101,7 @@ def main(argv=None) -> int:
     report = Path(args.output or ROOT / "outputs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
     cache = Path(args.cache)
     report.mkdir(parents=True, exist_ok=True)
-    st = Stages(report, total=6)
+    st = Stages(report, total=8)
     size = str(args.image_size)
 
     # 1. what the robot sees
@@ -99,7 +109,8 @@ def main(argv=None) -> int:
                          "--image_size", size, size], show_progress=False)
 
     # 2. expert demos (cached by settings)
-    demos = cache / f"lift_demos-{key(args.num_demos, args.image_size, args.seed)}.hdf5"
+    sim_code = source_key("exts/vla_isaac/vla_isaac")  # scene, cameras, expert, recorder
+    demos = cache / f"lift_demos-{key(args.num_demos, args.image_size, args.seed, sim_code)}.hdf5"
     if demos.exists() and not args.fresh:
         st.skip("record", str(demos))
     else:
@@ -111,7 +122,7 @@ def main(argv=None) -> int:
     # the training configs' contents are part of the key: editing them retrains instead of reusing
     configs = [(ROOT / "config" / "training" / "lift_tiny_cpu.yaml").read_text(),
                (ROOT / "config" / "model" / "tiny.yaml").read_text()]
-    run_dir = cache / f"train-{key(demos.name, args.train_steps, args.seed, configs)}"
+    run_dir = cache / f"train-{key(demos.name, args.train_steps, args.seed, configs, source_key('source/vla'))}"
     ckpt, untrained = run_dir / "final", cache / f"untrained-{key(run_dir.name, args.seed)}"
     common = ["--config", "lift_tiny_cpu", f"data.files=[{demos}]", f"seed={args.seed}"]
     if (ckpt / "manifest.json").exists() and not args.fresh:
@@ -124,7 +135,16 @@ def main(argv=None) -> int:
     else:
         st.skip("untrained", str(untrained / "final"))
 
-    # 4. closed-loop evaluation: expert, trained and untrained policy, two processes at a time (2 cores)
+    # 4. does the policy use its images? (offline, on the held-out demos; docs/evaluation.md)
+    diagnoses = {}
+    for name, ck in (("VLA tiny (trained)", ckpt), ("VLA tiny (untrained)", untrained / "final")):
+        out = report / "diagnosis" / ("trained" if "(trained)" in name else "untrained")
+        st.run(f"diagnose-{out.name}", [PY, "scripts/diagnose_vla.py", "--checkpoint", str(ck), "--dataset", str(demos),
+                                        "--num_samples", "512", "--seed", str(args.seed), "--output", str(out)],
+               show_progress=False)
+        diagnoses[name] = json.loads((out / "diagnosis.json").read_text())
+
+    # 5. closed-loop evaluation: expert, trained and untrained policy, two processes at a time (2 cores)
     replan = ["--replan_every", str(args.replan_every)]
     evals = {
         "scripted expert": ["--policy", "expert"],
@@ -153,23 +173,27 @@ def main(argv=None) -> int:
     st.times["evaluate"] = time.perf_counter() - t0
     st.bar.update(1)
 
-    # 5. report
+    # 6. report
     st.bar.set_description("make demo [report]")
     train_summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     _loss_curve(run_dir / "metrics.jsonl", report / "loss_curve.png")
     vids = sorted((out_of["VLA tiny (trained)"] / "videos").glob("*.mp4"))
     if vids:
         shutil.copy(vids[0], report / "policy_episode.mp4")
-    rows = ["| policy | success | 95% CI | mean episode length |", "|---|---|---|---|"]
+    rows = ["| policy | success | 95% CI | mean episode length | image_effect_ratio | wrist_effect_ratio "
+            "| val action MSE (images blanked) |", "|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         lo, hi = s["success_ci95"]
+        d = diagnoses.get(name)
+        cond = (f"{d['image_effect_ratio']:.3f} | {d['wrist_effect_ratio']:.3f} | "
+                f"{d['val_action_mse']:.3f} ({d['blank_image_val_action_mse']:.3f})") if d else "- | - | -"
         rows.append(f"| {name} | {s['num_success']}/{s['num_episodes']} ({s['success_rate']:.0%}) | "
-                    f"{lo:.0%}-{hi:.0%} | {s['mean_episode_length']:.0f} |")
+                    f"{lo:.0%}-{hi:.0%} | {s['mean_episode_length']:.0f} | {cond} |")
     table = "\n".join(rows)
     (report / "success_table.md").write_text(f"# {TASK}: closed-loop success\n\n{table}\n")
     summary = {
         "task": TASK, "settings": vars(args), "demos": str(demos), "checkpoint": str(ckpt),
-        "training": train_summary, "evaluation": summaries, "stage_seconds": st.times,
+        "training": train_summary, "evaluation": summaries, "diagnosis": diagnoses, "stage_seconds": st.times,
         "total_seconds": time.perf_counter() - t_start,
     }
     (report / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -177,9 +201,10 @@ def main(argv=None) -> int:
     st.bar.close()
 
     print(f"\n{table}\n")
-    eff = train_summary.get("image_effect")
-    if eff is not None:
-        print(f"image conditioning effect of the trained policy: {_fmt_effect(eff)} (0 = ignores its images)")
+    print("image_effect_ratio / wrist_effect_ratio: how much swapping the context / wrist image moves the predicted\n"
+          "chunk (share of the between-sample change; 0 = ignored), on held-out demos (docs/evaluation.md)")
+    for warning in train_summary.get("warnings", []):
+        print(f"warning: {warning}")
     print(f"total {summary['total_seconds'] / 60:.1f} min; report: {report}")
     return 0
 
@@ -198,12 +223,6 @@ def save_untrained_twin(trained: Path, out: Path, seed: int) -> None:
     model.set_norm_stats(stats)
     save_checkpoint(model, out, key_mapping=meta.get("key_mapping"), instruction=meta.get("instruction", ""),
                     extra={"untrained_twin_of": str(trained)})
-
-
-def _fmt_effect(eff) -> str:
-    if isinstance(eff, dict):
-        return ", ".join(f"{k} {v:.3f}" for k, v in eff.items() if isinstance(v, (int, float)))
-    return f"{eff:.3f}"
 
 
 def _loss_curve(metrics: Path, out: Path) -> None:

@@ -10,7 +10,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vla.eval.conditioning import conditioning_effects, input_effect
+from vla.eval.conditioning import (
+    conditioning_effects,
+    conditioning_report,
+    dataset_mean_images,
+    ignoring_images_warning,
+    input_effect,
+)
 
 
 class ProprioOnly(torch.nn.Module):
@@ -57,6 +63,54 @@ def test_unknown_input_and_tiny_batches_are_refused():
         input_effect(ProprioOnly(), batch(1), ["proprio"])
 
 
+class ImagePathwayCut(torch.nn.Module):
+    """A trained VLAModel whose images are blanked inside the forward: a policy that cannot see."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.cfg, self.normalizer = model, model.cfg, model.normalizer
+
+    def compute_vlm_features(self, ctx, wrist, instr):
+        grey = [torch.full_like(torch.as_tensor(x), 128) for x in (ctx, wrist)]
+        return self.model.compute_vlm_features(*grey, instr)
+
+    def predict_action(self, ctx=None, wrist=None, instr=None, proprio=None, **kw):
+        if kw.get("vlm_features") is None:
+            kw["vlm_features"], kw["vlm_mask"] = self.compute_vlm_features(ctx, wrist, instr)
+        return self.model.predict_action(proprio=proprio, **kw)
+
+
+def test_trained_model_report_and_a_cut_image_pathway_scores_zero(tmp_path):
+    """Train a small run on generated demos: the report's ratios are computed (and logged by the trainer);
+    the same weights with the image pathway cut score ~0, which proves the metric measures the images."""
+    from _data_fixtures import isaaclab_file
+    from vla.checkpoint import load_vla_for_inference
+    from vla.data import DemoDataset, collate
+    from vla.training import load_train_config, train
+
+    data = isaaclab_file(tmp_path / "lift.hdf5", num_demos=6, steps=20)
+    cfg = load_train_config("lift_tiny_cpu", [f"data.files=[{data}]", f"output_dir={tmp_path / 'run'}",
+                                              "max_steps=30", "val_every=0", "save_every=0", "log_every=10",
+                                              "image_effect_samples=8", "model_overrides.image_size=[64,64]"])
+    summary = train(cfg, show_progress=False)
+    assert summary["image_effect_ratio"] is not None and summary["wrist_effect_ratio"] is not None
+
+    model = load_vla_for_inference(tmp_path / "run" / "final")
+    ds = DemoDataset([data], "isaaclab_lift", split="all", image_size=(64, 64))
+    b = collate([ds[i] for i in range(0, len(ds), len(ds) // 12)][:12])
+    blank = dataset_mean_images(ds, max_samples=64)
+    seeing = conditioning_report(model, b, blank_images=blank)
+    blind = conditioning_report(ImagePathwayCut(model), b, blank_images=blank)
+    assert seeing["image_effect_ratio"] > 1e-3 and seeing["wrist_effect_ratio"] > 1e-3
+    assert seeing["val_action_mse"] != seeing["blank_image_val_action_mse"]
+    assert blind["image_effect_ratio"] == pytest.approx(0.0, abs=1e-6)
+    assert blind["wrist_effect_ratio"] == pytest.approx(0.0, abs=1e-6)
+    assert blind["val_action_mse"] == pytest.approx(blind["blank_image_val_action_mse"], rel=1e-6)
+    assert blind["proprio_effect_ratio"] > 0.1  # what the blind policy still responds to
+    assert "ignoring its images" in ignoring_images_warning(blind)
+    assert ignoring_images_warning({"image_effect_ratio": 0.3}) is None
+
+
 @pytest.mark.slow
 def test_diagnose_script_reports_effects_and_errors(repo_root, tmp_path, tiny_checkpoint):
     from vla.data.synthetic import write_synthetic_demos
@@ -67,13 +121,19 @@ def test_diagnose_script_reports_effects_and_errors(repo_root, tmp_path, tiny_ch
            "--split", "all", "--num_samples", "8", "--output", str(out)]
     r = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    rep = json.loads((out / "diagnostics.json").read_text())
-    eff = rep["conditioning_effects"]
-    assert set(eff) >= {"context_image", "wrist_image", "both_images", "instruction", "proprio"}
-    assert eff["both_images"] > 0  # the images reach the expert even untrained
-    assert rep["offline_action_error"]["mse"] > 0 and (out / "open_loop.png").stat().st_size > 1000
-    assert "conditioning effect sizes" in r.stdout
+    rep = json.loads((out / "diagnosis.json").read_text())
+    for k in ("val_action_mse", "blank_image_val_action_mse", "image_effect_ratio", "wrist_effect_ratio",
+              "instruction_effect_ratio"):
+        assert rep[k] >= 0, k
+    assert rep["num_samples"] == 8 and rep["num_flow_steps"] == 10
+    assert rep["both_images_effect_ratio"] > 0  # the images reach the expert even untrained
+    assert rep["raw_action_error"]["mse"] > 0 and (out / "open_loop.png").stat().st_size > 1000
+    assert "conditioning effect ratios" in r.stdout and "blanked" in r.stdout
 
     bad = subprocess.run([sys.executable, "scripts/diagnose_vla.py", "--checkpoint", str(tmp_path / "nope"),
                           "--dataset", str(data)], cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "nope" in bad.stderr
+    missing = subprocess.run([sys.executable, "scripts/diagnose_vla.py", "--checkpoint", str(tiny_checkpoint),
+                              "--dataset", str(tmp_path / "gone.hdf5")], cwd=repo_root, capture_output=True,
+                             text=True, timeout=300)
+    assert missing.returncode == 2 and "gone.hdf5: file not found" in missing.stderr

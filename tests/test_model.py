@@ -303,3 +303,43 @@ def test_tiny_backbone_is_built_once_and_cached():
     assert build_tiny_qwen_vl() == path and (path / "model.safetensors").stat().st_mtime_ns == mtime
     for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "build.json"):
         assert (path / name).is_file(), name
+
+
+def test_wrist_dropout_hides_only_the_wrist_tokens_and_only_in_training():
+    cfg = load_model_preset("tiny").replace(image_size=[64, 64], wrist_dropout=0.5)
+    model = VLAModel(cfg)
+    torch.manual_seed(0)
+    mask = torch.zeros(64, 10, dtype=torch.bool)
+    mask[:, :8] = True  # 4 context + 4 wrist tokens, 2 padding slots
+    mask[0, 6:] = False  # a shorter row: 3 + 3 tokens
+    model.eval()
+    assert torch.equal(model._drop_wrist_tokens(mask), mask)
+    model.train()
+    out = model._drop_wrist_tokens(mask)
+    dropped = (out != mask).any(1)
+    assert 10 < int(dropped.sum()) < 54  # about half the samples
+    full = dropped.clone()
+    full[0] = False
+    assert out[full, :4].all() and not out[full, 4:].any()  # the context tokens always stay
+    assert torch.equal(out[~dropped], mask[~dropped])
+    if dropped[0]:
+        assert out[0, :3].all() and not out[0, 3:].any()
+    with pytest.raises(ConfigError, match="wrist_dropout.*image_tokens"):
+        load_model_preset("tiny").replace(conditioning="all_tokens", wrist_dropout=0.3)
+
+
+def test_proprio_dropout_replaces_the_proprio_by_its_mean_in_training_only():
+    torch.manual_seed(0)
+    model = VLAModel(load_model_preset("tiny").replace(image_size=[56, 56], proprio_dropout=0.5))
+    seen = []
+    forward = model.expert.forward
+    model.expert.forward = lambda x, t, proprio, *a: seen.append(proprio.detach().clone()) or forward(x, t, proprio, *a)
+    b = _batch(32)
+    b["context_image"], b["wrist_image"] = b["context_image"][:, :56, :56], b["wrist_image"][:, :56, :56]
+    model.train()
+    model(b)
+    zeroed = (seen[-1] == 0).all(1)
+    assert 6 < int(zeroed.sum()) < 26  # about half the samples see the mean proprio (0 once normalised)
+    model.eval()
+    model(b)
+    assert not (seen[-1] == 0).all(1).any()

@@ -40,7 +40,11 @@ def test_demo_pipeline_end_to_end(repo_root, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["evaluation"]) == {"scripted expert", "VLA tiny (trained)", "VLA tiny (untrained)"}
     assert summary["evaluation"]["scripted expert"]["num_success"] >= 1
-    assert summary["training"]["steps"] == 40 and "image_effect" in summary["training"]
+    assert summary["training"]["steps"] == 40 and "image_effect_ratio" in summary["training"]
+    for name in ("VLA tiny (trained)", "VLA tiny (untrained)"):  # the conditioning ratios beside the success
+        d = summary["diagnosis"][name]
+        assert d["image_effect_ratio"] >= 0 and d["wrist_effect_ratio"] >= 0 and d["blank_image_val_action_mse"] > 0
+    assert "image_effect_ratio | wrist_effect_ratio" in (out / "success_table.md").read_text()
     for f in ("success_table.md", "loss_curve.png", "policy_episode.mp4"):
         assert (out / f).stat().st_size > 100, f
     assert list((out / "snapshots").glob("*.png"))

@@ -49,7 +49,12 @@ def test_tiny_training_lowers_loss_logs_val_and_writes_a_loadable_checkpoint(lif
     s = json.loads((out / "summary.json").read_text())
     assert s == summary and s["steps"] == 40 and s["feature_cache"] is True
     assert s["val_loss"] == vals[-1] and s["samples_per_s"] > 0
-    assert 0.0 <= s["image_effect"] < 10 and "image_effect_wrist" in s
+    ratios = [(r["step"], r["val/image_effect_ratio"], r["val/wrist_effect_ratio"]) for r in rows
+              if "val/image_effect_ratio" in r]
+    assert [r[0] for r in ratios] == [20, 40]  # at every evaluation, not only the end
+    assert all(0.0 <= a < 10 and 0.0 <= b < 10 for _, a, b in ratios)
+    assert s["image_effect_ratio"] == ratios[-1][1] and s["conditioning_samples"] == 4
+    assert s["val_action_mse"] > 0 and s["blank_image_val_action_mse"] > 0 and isinstance(s["warnings"], list)
 
     from vla.checkpoint import load_vla_for_inference, read_checkpoint_config
 
@@ -223,3 +228,30 @@ def test_overfit_script_memorises_5_demos(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "verdict: PASS" in r.stdout and "open-loop chunks on" in r.stdout
     assert (tmp_path / "of" / "final" / "manifest.json").is_file()
+
+
+def test_cube_position_probe_trains_and_stays_out_of_the_checkpoint(lift_file, tmp_path):
+    """The auxiliary state loss (aux_state) is logged and falls; the probe is training-only."""
+    out = tmp_path / "aux"
+    train(_cfg([lift_file], out, **{"aux_state.keys": ["cube_positions"], "aux_state.weight": 1.0, "max_steps": 60,
+                                     "model_overrides.wrist_dropout": 0.5, "optim.warmup_steps": 5}),
+          show_progress=False)
+    aux = [r["aux_loss"] for r in _metrics(out) if "aux_loss" in r]
+    assert len(aux) == 12 and sum(aux[-3:]) < 0.8 * sum(aux[:3]), aux
+    from safetensors import safe_open
+    from vla.checkpoint import load_vla_for_inference
+
+    for f in (out / "final").glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            assert not any("state_probe" in k for k in st.keys()), f
+    model = load_vla_for_inference(out / "final")
+    assert model.state_probe is None and model.cfg.wrist_dropout == 0.5
+
+
+def test_missing_aux_state_key_is_a_clear_error(lift_file, tmp_path):
+    from vla.training import plan_run
+    from vla.training.config import TrainConfigError
+
+    with pytest.raises(TrainConfigError, match=r"obs/cube_pose missing.*aux_state.keys=\[\]"):
+        plan_run(_cfg([lift_file], tmp_path / "x", **{"aux_state.keys": ["cube_pose"]}))
+    assert not (tmp_path / "x").exists()

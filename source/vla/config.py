@@ -66,6 +66,12 @@ class VLAConfig:
     expert_heads: int = 8
     expert_ff_mult: int = 4
     expert_dropout: float = 0.0
+    # Training only: share of samples whose wrist-view memory tokens are hidden from the expert, so it
+    # must also read the context view (image_tokens conditioning; docs/model.md).
+    wrist_dropout: float = 0.0
+    # Training only: share of samples whose proprio is replaced by its dataset mean, so the expert learns
+    # to read the arm's state and the task phase from the images too instead of copying the proprio.
+    proprio_dropout: float = 0.0
     num_queries: int = 16
     action_dim: int = 7
     proprio_dim: int = 27
@@ -103,6 +109,11 @@ class VLAConfig:
                     "flow_steps", "noise_draws_per_obs", "max_memory_tokens"):
             if int(getattr(self, key)) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        for key in ("wrist_dropout", "proprio_dropout"):
+            if not 0.0 <= float(getattr(self, key)) < 1.0:
+                raise bad(key, f"must be in [0, 1), got {getattr(self, key)}")
+        if self.wrist_dropout and self.conditioning != "image_tokens":
+            raise bad("wrist_dropout", "needs conditioning: image_tokens (it hides the wrist view's image tokens)")
         if self.lora.enabled and not self.freeze_backbone:
             raise bad("lora.enabled", "LoRA needs freeze_backbone: true (LoRA adapts a frozen backbone)")
 

@@ -133,6 +133,8 @@ class VLAModel(nn.Module):
         self.memory_pos = head["memory_pos"] if "memory_pos" in head else None
         self.expert = head["expert"]
         self.normalizer = Normalizer(cfg.action_dim, cfg.proprio_dim, cfg.norm_mode)
+        self.state_probe = None  # training-only auxiliary head (attach_state_probe); never checkpointed
+        self.state_probe_weight = 0.0
         for name in HEAD_MODULES:
             module = getattr(self, name)
             if module is not None:
@@ -226,16 +228,51 @@ class VLAModel(nn.Module):
             return self.project(_tensor(batch["vlm_features"]), _tensor(batch["vlm_mask"]))
         return self.encode(batch["context_image"], batch["wrist_image"], batch["instruction"])
 
+    def attach_state_probe(self, state_dim: int, weight: float, mean, std) -> None:
+        """Add the auxiliary state-regression loss (``vla.model.state_probe``) to ``forward``: batches
+        with an ``aux_state`` (B, state_dim) then train the probe on the context-view memory tokens."""
+        from vla.model.state_probe import StateProbe
+
+        if self.cfg.conditioning != "image_tokens":
+            raise ValueError("the state probe reads the context view's image tokens: needs conditioning image_tokens")
+        self.state_probe = StateProbe(self.cfg.d_model, state_dim).to(self.device)
+        self.state_probe.set_stats(torch.as_tensor(mean), torch.as_tensor(std))
+        self.state_probe_weight = float(weight)
+
+    @staticmethod
+    def context_token_mask(mask: torch.Tensor) -> torch.Tensor:
+        """The context view's image tokens: the first half of each row's valid tokens (image_tokens
+        conditioning puts the context view first; both views have the same size)."""
+        positions = torch.arange(mask.shape[1], device=mask.device)[None]
+        return mask & (positions < mask.sum(1, keepdim=True) // 2)
+
+    def _drop_wrist_tokens(self, mask: torch.Tensor) -> torch.Tensor:
+        """Hide the wrist view's image tokens (the second half of each row's valid tokens: both views
+        have the same size) from the expert for a random ``wrist_dropout`` share of the samples."""
+        p = self.cfg.wrist_dropout
+        if not self.training or p <= 0:
+            return mask
+        wrist = mask & ~self.context_token_mask(mask)
+        drop = torch.rand(mask.shape[0], 1, device=mask.device) < p
+        return mask & ~(wrist & drop)
+
     # ------------------------------------------------------------------ training
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Flow-matching loss on a batch in raw units (see docs/contracts.md for the keys)."""
         memory, memory_mask = self._memory(batch)
+        aux_loss, state = None, batch.get("aux_state")
+        if self.state_probe is not None and state is not None:
+            aux_loss = self.state_probe.loss(memory, self.context_token_mask(memory_mask), _tensor(state, self.device))
+        memory_mask = self._drop_wrist_tokens(memory_mask)
         dtype, k, b = memory.dtype, self.cfg.noise_draws_per_obs, memory.shape[0]
         cfg = self.cfg
         actions = _checked(_tensor(batch["actions"], self.device), "actions", (b, cfg.num_queries, cfg.action_dim))
         proprio = _checked(_tensor(batch["proprio"], self.device), "proprio", (b, cfg.proprio_dim))
         actions = self.normalizer.normalize("action", actions).to(dtype)
         proprio = self.normalizer.normalize("proprio", proprio).to(dtype)
+        if self.training and cfg.proprio_dropout > 0:  # normalised 0 = the dataset mean
+            keep = torch.rand(b, 1, device=self.device) >= cfg.proprio_dropout
+            proprio = proprio * keep.to(dtype)
         action_mask = batch.get("action_mask")
         action_mask = (torch.ones(actions.shape[:2], dtype=torch.bool, device=self.device) if action_mask is None
                        else _checked(_tensor(action_mask, self.device), "action_mask", (b, cfg.num_queries)).bool())
@@ -249,7 +286,9 @@ class VLAModel(nn.Module):
             return self.expert(x, tt, proprio, memory, memory_mask)
 
         loss = flow_matching_loss(velocity, actions, noise, t, action_mask)
-        return {"loss": loss}
+        if aux_loss is None:
+            return {"loss": loss}
+        return {"loss": loss + self.state_probe_weight * aux_loss, "flow_loss": loss, "aux_loss": aux_loss}
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

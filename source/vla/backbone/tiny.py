@@ -69,8 +69,9 @@ BUILD_PARAMS = {
     "vision": dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, in_channels=3, patch_size=14,
                    spatial_merge_size=2, temporal_patch_size=2, window_size=112, out_hidden_size=128,
                    fullatt_block_indexes=[1], tokens_per_second=2),
-    # min / max pixels of the image processor: 112x112 inputs stay 112x112 -> 16 tokens per image.
-    "image_pixels": {"shortest_edge": 3136, "longest_edge": 12544},
+    # min / max pixels of the image processor: up to 224x224 inputs keep their size (112 -> 16 tokens per
+    # image, 168 -> 36, 224 -> 64).
+    "image_pixels": {"shortest_edge": 3136, "longest_edge": 50176},
     "corpus": _CORPUS,
 }
 

@@ -92,6 +92,8 @@ class DemoDataset(torch.utils.data.Dataset):
         image_size: (h, w) the views are resized to (the model's input size); None keeps the recorded size.
         max_demos: use only the first N demos (before splitting), e.g. for an overfit test.
         success_only: skip demos whose ``success`` attribute is False.
+        aux_keys: obs keys of privileged state (e.g. ``cube_positions``) returned, flattened and
+            concatenated, as ``aux_state`` for a training-only auxiliary loss (``vla.model.state_probe``).
 
     Images are uint8 (H, W, 3) numpy arrays, proprio float32 (P,), actions float32 (chunk, action_dim),
     in raw units (the model normalises).
@@ -108,6 +110,7 @@ class DemoDataset(torch.utils.data.Dataset):
         seed: int = 0,
         max_demos: int | None = None,
         success_only: bool = False,
+        aux_keys: tuple[str, ...] | list[str] = (),
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -116,6 +119,7 @@ class DemoDataset(torch.utils.data.Dataset):
         self.chunk = int(chunk)
         self.image_size = tuple(int(s) for s in image_size) if image_size is not None else None
         self.split = split
+        self.aux_keys = tuple(aux_keys)
         demos = list_demos(self.files, self.mapping, success_only)
         if max_demos is not None:
             demos = demos[: int(max_demos)]
@@ -182,7 +186,7 @@ class DemoDataset(torch.utils.data.Dataset):
         mask[:n] = True
         if n < self.chunk:
             actions = np.concatenate([actions, np.repeat(actions[-1:], self.chunk - n, axis=0)], axis=0)
-        return {
+        sample = {
             "context_image": ctx,
             "wrist_image": wrist,
             "proprio": proprio.astype(np.float32),
@@ -191,6 +195,10 @@ class DemoDataset(torch.utils.data.Dataset):
             "instruction": demo.instruction,
             "index": index,
         }
+        if self.aux_keys:
+            sample["aux_state"] = np.concatenate(
+                [np.asarray(self._dataset(demo, f"obs/{k}")[t], dtype=np.float32).reshape(-1) for k in self.aux_keys])
+        return sample
 
     def close(self) -> None:
         self._open = OrderedDict()

@@ -1,25 +1,123 @@
-"""Does the policy use its inputs? Effect sizes of swapping one input at a time.
+"""Does the policy use its inputs? Swap effect sizes and the blank-image error gap.
 
 The classic failure of this model family is a policy that ignores its images: it reaches a low training
-loss from proprio alone and never looks at the cameras. The test: give each sample one input of another
-sample (its images, its instruction or its proprio), keep everything else and the flow-matching noise
-identical, and compare how far the predicted chunk moves with how far the chunks of two different
-samples are apart:
+loss from proprio alone and never looks at the cameras. Two measures catch it:
 
-    effect = mean_i ||pred(x_i with input of x_j) - pred(x_i)|| / mean_i ||pred(x_j) - pred(x_i)||
+* **Effect ratios.** Give each sample one input of another sample (its context image, its wrist image,
+  its instruction or its proprio), keep everything else and the flow-matching noise identical, and
+  compare how far the predicted chunk moves with how far the chunks of two different samples are apart::
 
-~0 means the input is ignored; a policy whose targets depend on the scene typically lands around
-0.3-0.7 for its images. The SAME noise must be used for both predictions, otherwise the sampling noise
-dominates the difference.
+      effect = mean_i ||pred(x_i with input of x_j) - pred(x_i)|| / mean_i ||pred(x_j) - pred(x_i)||
+
+  ~0 means the input is ignored; a policy whose targets depend on the scene lands around 0.2-0.7 for its
+  images. The SAME noise must be used for both predictions, otherwise sampling noise dominates. Chunks
+  are compared in the model's normalised action space: in raw units the gripper's +-1 swamps the
+  centimetre-sized pose deltas that the images mostly steer.
+* **Blank-image error.** The held-out action MSE with the real images next to the same with both views
+  replaced by their dataset-mean image. A policy that uses its images is clearly worse blinded.
+
+Chunks and MSEs are in the model's normalised action space (each dimension scaled as the training loss sees
+it); MSEs are over the valid steps of each chunk, averaged over a few flow-noise draws.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 INPUTS = ("context_image", "wrist_image", "instruction", "proprio")
+# Swapped in for the instruction check: a one-task dataset has one instruction, so another sample's
+# would change nothing.
+ALT_INSTRUCTION = "push the blue cube to the left edge of the table"
+IGNORED_IMAGES_THRESHOLD = 0.05  # image_effect_ratio below this: "the policy is ignoring its images"
+REPORT_KEYS = (
+    "image_effect_ratio",  # context image swapped
+    "wrist_effect_ratio",
+    "both_images_effect_ratio",
+    "instruction_effect_ratio",
+    "proprio_effect_ratio",
+)
+
+
+def _inputs(batch: Mapping) -> dict:
+    return {
+        "context_image": torch.as_tensor(batch["context_image"]),
+        "wrist_image": torch.as_tensor(batch["wrist_image"]),
+        "instruction": list(batch["instruction"]),
+        "proprio": torch.as_tensor(batch["proprio"]).float(),
+    }
+
+
+class _Predictor:
+    """Predicts chunks for input variants, encoding each distinct image/text variant once.
+
+    A ``VLAModel`` gets its VLM features computed once per variant and reused for every noise draw and
+    proprio swap; any other object with ``predict_action(ctx, wrist, instr, proprio, *, noise, num_steps)``
+    (test doubles) is called directly.
+    """
+
+    def __init__(self, model, num_steps: int | None):
+        self.model, self.num_steps = model, num_steps
+        self.encodes = hasattr(model, "compute_vlm_features")
+        self._features: dict[str, tuple] = {}
+
+    def normalize(self, actions: torch.Tensor) -> torch.Tensor:
+        """Raw actions -> the model's normalised action space (identity for models without one)."""
+        norm = getattr(self.model, "normalizer", None)
+        if norm is None:
+            return actions.float()
+        return norm.normalize("action", actions.to(norm.action_mean.device)).float().cpu()
+
+    def __call__(self, inp: dict, vision_key: str, noise: torch.Tensor) -> torch.Tensor:
+        """Normalised chunks (B, Q, A) for the inputs ``inp``; ``vision_key`` names their images/text."""
+        kw = {"noise": noise, "num_steps": self.num_steps}
+        if not self.encodes:
+            raw = self.model.predict_action(inp["context_image"], inp["wrist_image"], inp["instruction"],
+                                            inp["proprio"], **kw)
+        else:
+            if vision_key not in self._features:
+                self._features[vision_key] = self.model.compute_vlm_features(
+                    inp["context_image"], inp["wrist_image"], inp["instruction"])
+            feats, mask = self._features[vision_key]
+            raw = self.model.predict_action(proprio=inp["proprio"], vlm_features=feats, vlm_mask=mask, **kw)
+        return self.normalize(raw.float().cpu())
+
+
+def partner(n: int) -> torch.Tensor:
+    """Whose input sample i receives: the sample half a batch away. Batches taken in demo order (evenly
+    spaced val samples) then pair different demos - a neighbour in time has the same cube position, and
+    swapping its context image would say nothing about whether the policy looks at the cube."""
+    return torch.roll(torch.arange(n), n // 2)
+
+
+def _swap(x: dict, names: Sequence[str], other: torch.Tensor, alt_instruction: str | None) -> dict:
+    out = dict(x)
+    for name in names:
+        if name == "instruction":
+            n = len(x[name])
+            out[name] = [alt_instruction] * n if alt_instruction else [x[name][int(j)] for j in other]
+        else:
+            out[name] = x[name][other]
+    return out
+
+
+def _noise(cfg, n: int, seed: int, shared: bool) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    if shared:  # one noise row for every sample: between-sample differences come from the inputs only
+        return torch.randn((1, cfg.num_queries, cfg.action_dim), generator=gen).expand(n, -1, -1).contiguous()
+    return torch.randn((n, cfg.num_queries, cfg.action_dim), generator=gen)
+
+
+def _effect(predict: _Predictor, x: dict, swap: Sequence[str], noise: torch.Tensor, alt_instruction, base):
+    n = x["proprio"].shape[0]
+    other = partner(n)
+    swapped = _swap(x, swap, other, alt_instruction)
+    vision_key = "+".join(sorted(s for s in swap if s != "proprio")) or "orig"
+    moved = (predict(swapped, vision_key, noise) - base).flatten(1).norm(dim=1).mean()
+    between = (base[other] - base).flatten(1).norm(dim=1).mean()  # same noise row for every sample
+    return float(moved / between.clamp_min(1e-12))
 
 
 @torch.no_grad()
@@ -34,45 +132,101 @@ def input_effect(model, batch: Mapping, swap: Sequence[str], *, num_steps: int |
     bad = sorted(set(swap) - set(INPUTS))
     if bad:
         raise ValueError(f"unknown input(s) {bad}; choose from {INPUTS}")
-    x = {
-        "context_image": torch.as_tensor(batch["context_image"]),
-        "wrist_image": torch.as_tensor(batch["wrist_image"]),
-        "instruction": list(batch["instruction"]),
-        "proprio": torch.as_tensor(batch["proprio"]).float(),
-    }
+    x = _inputs(batch)
     n = x["proprio"].shape[0]
     if n < 2:
         raise ValueError("an input effect needs a batch of at least 2 samples")
-    cfg = model.cfg
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn((1, cfg.num_queries, cfg.action_dim), generator=gen).expand(n, -1, -1).contiguous()
-    other = torch.roll(torch.arange(n), 1)  # sample i gets the input of sample i-1
-    kw = {"noise": noise, "num_steps": num_steps}
+    predict = _Predictor(model, num_steps)
+    noise = _noise(model.cfg, n, seed, shared=True)
+    return _effect(predict, x, swap, noise, alt_instruction, predict(x, "orig", noise))
 
-    def predict(inp):
-        return model.predict_action(inp["context_image"], inp["wrist_image"], inp["instruction"], inp["proprio"],
-                                    **kw).float().cpu()
 
-    swapped = dict(x)
-    for name in swap:
-        if name == "instruction":
-            swapped[name] = [alt_instruction] * n if alt_instruction else [x[name][int(j)] for j in other]
-        else:
-            swapped[name] = x[name][other]
-    pred = predict(x)
-    moved = (predict(swapped) - pred).flatten(1).norm(dim=1).mean()
-    between = (pred[other] - pred).flatten(1).norm(dim=1).mean()  # same noise row for every sample
-    return float(moved / between.clamp_min(1e-12))
+def action_error(model, batch: Mapping, predict: _Predictor | None = None, *, vision_key: str = "orig",
+                 num_draws: int = 3, seed: int = 0, num_steps: int | None = None) -> float:
+    """Mean squared error of sampled chunks vs ``batch["actions"]`` over valid steps (``action_mask``),
+    in the model's normalised action space when it has one, averaged over ``num_draws`` noise draws."""
+    x = _inputs(batch)
+    predict = predict or _Predictor(model, num_steps)
+    target = predict.normalize(torch.as_tensor(batch["actions"]).float())
+    mask = torch.as_tensor(batch.get("action_mask", torch.ones(target.shape[:2], dtype=torch.bool))).bool()
+    errs = []
+    for d in range(num_draws):
+        pred = predict(x, vision_key, _noise(model.cfg, target.shape[0], seed + 1 + d, shared=False))
+        errs.append(float(((pred - target) ** 2)[mask].mean()))
+    return float(np.mean(errs))
+
+
+@torch.no_grad()
+def conditioning_report(model, batch: Mapping, *, blank_images: tuple | None = None, num_draws: int = 3,
+                        num_steps: int | None = None, seed: int = 0, alt_instruction: str | None = None) -> dict:
+    """Effect ratios of every input, and (when ``batch`` has actions) the action MSE with real and with
+    blanked images. ``blank_images`` = (context, wrist) uint8 (H,W,3) images that replace every sample's
+    views for ``blank_image_val_action_mse`` (use :func:`dataset_mean_images`)."""
+    x = _inputs(batch)
+    n = x["proprio"].shape[0]
+    if n < 2:
+        raise ValueError("a conditioning report needs a batch of at least 2 samples")
+    predict = _Predictor(model, num_steps)
+    noise = _noise(model.cfg, n, seed, shared=True)
+    base = predict(x, "orig", noise)
+    swaps = {
+        "image_effect_ratio": ["context_image"],
+        "wrist_effect_ratio": ["wrist_image"],
+        "both_images_effect_ratio": ["context_image", "wrist_image"],
+        "instruction_effect_ratio": ["instruction"],
+        "proprio_effect_ratio": ["proprio"],
+    }
+    report: dict = {"num_samples": int(n)}
+    for key, swap in swaps.items():
+        report[key] = _effect(predict, x, swap, noise, alt_instruction, base)
+    if "actions" in batch:
+        kw = {"num_draws": num_draws, "seed": seed}
+        report["val_action_mse"] = action_error(model, batch, predict, **kw)
+        if blank_images is not None:
+            blank = dict(batch)
+            for key, img in zip(("context_image", "wrist_image"), blank_images):
+                img = torch.as_tensor(np.asarray(img))
+                blank[key] = img[None].expand(n, *img.shape).contiguous()
+            predict_blank = _Predictor(model, num_steps)
+            report["blank_image_val_action_mse"] = action_error(model, blank, predict_blank, **kw)
+        report["num_flow_steps"] = int(num_steps or model.cfg.flow_steps)
+        report["num_noise_draws"] = int(num_draws)
+    return report
 
 
 def conditioning_effects(model, batch: Mapping, *, seed: int = 0, alt_instruction: str | None = None,
                          num_steps: int | None = None) -> dict[str, float]:
-    """Effect sizes of the context image, the wrist image, both, the instruction and the proprio."""
-    kw = {"seed": seed, "num_steps": num_steps}
+    """Effect sizes by input name: context_image, wrist_image, both_images, instruction, proprio."""
+    r = conditioning_report(model, {k: batch[k] for k in INPUTS}, seed=seed,
+                            alt_instruction=alt_instruction, num_steps=num_steps)
     return {
-        "context_image": input_effect(model, batch, ["context_image"], **kw),
-        "wrist_image": input_effect(model, batch, ["wrist_image"], **kw),
-        "both_images": input_effect(model, batch, ["context_image", "wrist_image"], **kw),
-        "instruction": input_effect(model, batch, ["instruction"], alt_instruction=alt_instruction, **kw),
-        "proprio": input_effect(model, batch, ["proprio"], **kw),
+        "context_image": r["image_effect_ratio"],
+        "wrist_image": r["wrist_effect_ratio"],
+        "both_images": r["both_images_effect_ratio"],
+        "instruction": r["instruction_effect_ratio"],
+        "proprio": r["proprio_effect_ratio"],
     }
+
+
+def ignoring_images_warning(report: Mapping) -> str | None:
+    """The warning to print when the context image barely moves the predictions, else None."""
+    r = report.get("image_effect_ratio")
+    if r is None or r >= IGNORED_IMAGES_THRESHOLD:
+        return None
+    return (f"the policy is ignoring its images: image_effect_ratio {r:.3f} < {IGNORED_IMAGES_THRESHOLD} "
+            "(swapping the context image barely changes the predicted chunk; see docs/training.md)")
+
+
+def dataset_mean_images(dataset, max_samples: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean (context, wrist) uint8 images over up to ``max_samples`` random samples of a
+    ``DemoDataset`` (at its model image size): the 'blank' images of the blank-image error."""
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("dataset_mean_images: the dataset is empty")
+    idx = np.random.default_rng(seed).choice(n, size=min(n, max_samples), replace=False)
+    ctx = wrist = None
+    for i in idx:
+        s = dataset[int(i)]
+        c, w = np.asarray(s["context_image"], np.float64), np.asarray(s["wrist_image"], np.float64)
+        ctx, wrist = (c, w) if ctx is None else (ctx + c, wrist + w)
+    return tuple(np.clip(np.round(a / len(idx)), 0, 255).astype(np.uint8) for a in (ctx, wrist))

@@ -53,6 +53,14 @@ class EMAConfig:
 
 
 @dataclass
+class AuxStateConfig:
+    """Training-only auxiliary loss: regress recorded privileged state from the context-view tokens."""
+
+    keys: list[str] = field(default_factory=list)  # obs keys in the demos, e.g. [cube_positions]; [] = off
+    weight: float = 0.5  # added to the flow-matching loss as weight * MSE(normalised state)
+
+
+@dataclass
 class TrainConfig:
     model: str = "tiny"  # config/model/<name>.yaml or a path
     model_overrides: dict[str, Any] = field(default_factory=dict)  # VLAConfig fields, e.g. {d_model: 128}
@@ -64,6 +72,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
+    aux_state: AuxStateConfig = field(default_factory=AuxStateConfig)
     # Frozen backbone (no LoRA): compute VLM features once and train the head on them.
     # auto = memory cache when the backbone is frozen; disk = also keep them in <output_dir>/feature_cache.
     feature_cache: str = "auto"  # auto | memory | disk | off
@@ -76,7 +85,7 @@ class TrainConfig:
     val_batches: int = 8
     save_every: int = 500  # periodic checkpoint + resumable training state (0 = only the final checkpoint)
     keep_last: int = 2  # training states kept (checkpoints are all kept)
-    image_effect_samples: int = 8  # val samples for the image-conditioning effect at the end (0 = skip)
+    image_effect_samples: int = 32  # val samples for the conditioning report at each validation (0 = skip)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -119,6 +128,8 @@ class TrainConfig:
             raise bad("optim.warmup_steps/grad_clip", "must be >= 0")
         if not 0.0 < self.ema.decay < 1.0:
             raise bad("ema.decay", f"must be in (0, 1), got {self.ema.decay}")
+        if self.aux_state.weight < 0:
+            raise bad("aux_state.weight", f"must be >= 0, got {self.aux_state.weight}")
 
     def resolve_paths(self, base: Path | None = None) -> None:
         """Expand globs (``cosmos/*.hdf5``); relative paths from the current directory, else the repo root."""

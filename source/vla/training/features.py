@@ -33,6 +33,11 @@ class CachedSamples:
     proprio: torch.Tensor  # (N, P)
     actions: torch.Tensor  # (N, chunk, A)
     action_mask: torch.Tensor  # (N, chunk) bool
+    aux_state: torch.Tensor | None = None  # (N, S) privileged state for the auxiliary loss, if requested
+
+    def _keys(self) -> tuple[str, ...]:
+        base = ("features", "mask", "proprio", "actions", "action_mask")
+        return base + (("aux_state",) if self.aux_state is not None else ())
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -49,20 +54,12 @@ class CachedSamples:
         return torch.from_numpy(rows)
 
     def batch(self, rows: torch.Tensor, device: torch.device) -> dict:
-        take = {k: getattr(self, k)[rows] for k in ("features", "mask", "proprio", "actions", "action_mask")}
         nb = device.type == "cuda"
-        return {
-            "vlm_features": take["features"].to(device, non_blocking=nb),
-            "vlm_mask": take["mask"].to(device, non_blocking=nb),
-            "proprio": take["proprio"].to(device, non_blocking=nb),
-            "actions": take["actions"].to(device, non_blocking=nb),
-            "action_mask": take["action_mask"].to(device, non_blocking=nb),
-        }
+        names = {"features": "vlm_features", "mask": "vlm_mask"}
+        return {names.get(k, k): getattr(self, k)[rows].to(device, non_blocking=nb) for k in self._keys()}
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            k: getattr(self, k).contiguous() for k in ("index", "features", "mask", "proprio", "actions", "action_mask")
-        }
+        return {k: getattr(self, k).contiguous() for k in ("index", *self._keys())}
 
 
 @torch.no_grad()
@@ -86,7 +83,7 @@ def compute_features(
         num_workers=num_workers,
         collate_fn=collate,
     )
-    feats, proprio, actions, amask = [], [], [], []
+    feats, proprio, actions, amask, aux = [], [], [], [], []
     for b in tqdm(loader, desc=desc, unit="batch", disable=not show, dynamic_ncols=True):
         instr = [instruction] * len(b["instruction"]) if instruction else b["instruction"]
         f, m = model.compute_vlm_features(b["context_image"], b["wrist_image"], instr)
@@ -97,6 +94,8 @@ def compute_features(
         proprio.append(b["proprio"])
         actions.append(b["actions"])
         amask.append(b["action_mask"])
+        if "aux_state" in b:
+            aux.append(b["aux_state"])
     features, mask = pad_vlm_features(feats)
     return CachedSamples(
         index=torch.as_tensor(indices, dtype=torch.long),
@@ -105,6 +104,7 @@ def compute_features(
         proprio=torch.cat(proprio).float(),
         actions=torch.cat(actions).float(),
         action_mask=torch.cat(amask).bool(),
+        aux_state=torch.cat(aux).float() if aux else None,
     )
 
 
@@ -123,6 +123,7 @@ def cache_fingerprint(dataset: DemoDataset, indices, model_cfg: dict, instructio
         "image_size": dataset.image_size,
         "model": model_cfg,
         "instruction": instruction,
+        "aux_keys": list(dataset.aux_keys),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

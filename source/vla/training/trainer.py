@@ -9,7 +9,7 @@ Two phases, so bad input never leaves anything behind:
    features when the backbone is frozen, and trains: AdamW with separate LoRA/head learning rates,
    warmup + cosine, gradient accumulation and clipping, optional head EMA, bf16 autocast on CUDA.
    Periodic checkpoints (``vla.checkpoint`` format) come with a resumable training state; the end of a
-   run writes ``final/``, the image-conditioning effect and ``summary.json``.
+   run writes ``final/``, the conditioning report (``vla.eval.conditioning``) and ``summary.json``.
 
 Output folder::
 
@@ -111,6 +111,8 @@ def plan_run(cfg: TrainConfig, resume: bool | str | None = None) -> RunPlan:
             f"{model_cfg.action_dim}; the policy needs 7 (6 relative IK pose deltas + 1 gripper)"
         )
     summary = check_files(cfg.data.files, mapping)
+    if cfg.aux_state.keys:
+        _check_aux_keys(cfg, model_cfg)
     out = Path(cfg.output_dir).expanduser().absolute()
     resume_from = None
     if resume:
@@ -138,6 +140,26 @@ def plan_run(cfg: TrainConfig, resume: bool | str | None = None) -> RunPlan:
             "pass --resume to continue that run or set output_dir=..."
         )
     return RunPlan(cfg=cfg, mapping=mapping, model_cfg=model_cfg, output_dir=out, resume_from=resume_from, data=summary)
+
+
+def _check_aux_keys(cfg: TrainConfig, model_cfg) -> None:
+    """Every file records the auxiliary state keys (in its first demo), and the model can host the probe."""
+    from ..data.hdf5 import DATA_GROUP, demo_names, open_h5
+
+    if model_cfg.conditioning != "image_tokens":
+        raise TrainConfigError(
+            f"aux_state.keys is set but model '{model_cfg.preset}' uses conditioning {model_cfg.conditioning}; "
+            "the state probe reads the context view's image tokens (conditioning: image_tokens) - set aux_state.keys=[]"
+        )
+    for path in cfg.data.files:
+        with open_h5(path) as f:
+            first = demo_names(f)[0]
+            for key in cfg.aux_state.keys:
+                if f"obs/{key}" not in f[DATA_GROUP][first]:
+                    raise TrainConfigError(
+                        f"{path}: {DATA_GROUP}/{first}/obs/{key} missing; aux_state.keys names obs keys recorded "
+                        "in the demos (e.g. cube_positions), or set aux_state.keys=[] to train without the probe"
+                    )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -261,6 +283,7 @@ class Trainer:
             seed=cfg.seed,
             max_demos=cfg.data.max_demos,
             success_only=cfg.data.success_only,
+            aux_keys=cfg.aux_state.keys,
         )
         self.train_ds = DemoDataset(cfg.data.files, plan.mapping, split="train", **common)
         self.val_ds = DemoDataset(cfg.data.files, plan.mapping, split="val", **common)
@@ -274,6 +297,7 @@ class Trainer:
         self.sampler = ResumableSampler(len(self.train_ds), cfg.seed, acc.process_index, acc.num_processes)
         self.val_indices = _evenly_spaced(len(self.val_ds), cfg.val_batches * cfg.batch_size)
 
+        self._blank_images = None  # dataset-mean views for the blank-image error, computed on first use
         self.use_cache = not self.model.vlm_trainable and cfg.feature_cache != "off"
         self.feature_s = 0.0
         self.train_cache = self.val_cache = None
@@ -313,6 +337,8 @@ class Trainer:
                 f"({tuple(self.train_cache.features.shape[1:])} per sample); the head trains on them"
             )
 
+        if cfg.aux_state.keys:  # before the optimizer: the probe's parameters train with the head
+            self._attach_state_probe()
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
         self.ema = HeadEMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
@@ -340,6 +366,17 @@ class Trainer:
         self._batches = self._batch_iter(self.consumed)
         if rng is not None:  # last: nothing after this may draw from the global generators before step 1
             restore_rng(*rng)
+
+    def _attach_state_probe(self) -> None:
+        """Normalisation stats of the auxiliary state over the training samples, then the probe."""
+        if self.train_cache is not None:
+            state = self.train_cache.aux_state
+        else:
+            idx = _evenly_spaced(len(self.train_ds), 2048)
+            state = torch.stack([torch.as_tensor(self.train_ds[i]["aux_state"]) for i in idx])
+        self.model.attach_state_probe(state.shape[1], self.cfg.aux_state.weight, state.mean(0), state.std(0))
+        self._say(f"auxiliary loss: {self.cfg.aux_state.weight} x MSE of {self.cfg.aux_state.keys} "
+                  f"({state.shape[1]} dims) regressed from the context-view tokens (training only)")
 
     def _batch_iter(self, start: int):
         cfg, dev = self.cfg, self.acc.device
@@ -389,24 +426,56 @@ class Trainer:
                     batch = collate([self.val_ds[i] for i in idx])
                     if cfg.data.instruction:
                         batch["instruction"] = [cfg.data.instruction] * len(idx)
-                losses.append(float(model(batch)["loss"].float()) * len(idx))
+                out = model(batch)  # the flow-matching loss only: comparable with and without the probe
+                losses.append(float(out.get("flow_loss", out["loss"]).float()) * len(idx))
         model.train(was)
         return sum(losses) / len(self.val_indices)
 
-    def image_effects(self) -> dict[str, float]:
-        from .diagnostics import image_effects
+    def conditioning(self) -> dict:
+        """Conditioning report on ``image_effect_samples`` evenly spaced val samples (train samples when
+        the val split is empty): effect ratios of every input and the action MSE with real vs blanked
+        images (``vla.eval.conditioning``). Main process only; {} when disabled."""
+        from ..eval.conditioning import ALT_INSTRUCTION, conditioning_report, dataset_mean_images
 
         n = self.cfg.image_effect_samples
         ds = self.val_ds if len(self.val_ds) >= 2 else self.train_ds
         idx = _evenly_spaced(len(ds), n)
         if len(idx) < 2 or not self.acc.is_main_process:
             return {}
+        if self._blank_images is None:
+            self._blank_images = dataset_mean_images(self.train_ds, seed=self.cfg.seed)
         batch = collate([ds[i] for i in idx])
         if self.cfg.data.instruction:
             batch["instruction"] = [self.cfg.data.instruction] * len(idx)
         model = self.acc.unwrap_model(self.model)
         with torch.random.fork_rng(devices=[]), self._ema_applied(), self.acc.autocast():
-            return image_effects(model, batch, seed=self.cfg.seed)
+            return conditioning_report(model, batch, blank_images=self._blank_images, seed=self.cfg.seed,
+                                       alt_instruction=ALT_INSTRUCTION)
+
+    def _log_conditioning(self, step: int, metrics: "_Metrics") -> dict:
+        from ..eval.conditioning import ignoring_images_warning
+
+        report = self.conditioning()
+        if not report:
+            return {}
+        metrics.log(step, {
+            "val/action_mse": report["val_action_mse"],
+            "val/blank_image_action_mse": report["blank_image_val_action_mse"],
+            "val/image_effect_ratio": report["image_effect_ratio"],
+            "val/wrist_effect_ratio": report["wrist_effect_ratio"],
+            "diag/both_images_effect_ratio": report["both_images_effect_ratio"],
+            "diag/instruction_effect_ratio": report["instruction_effect_ratio"],
+            "diag/proprio_effect_ratio": report["proprio_effect_ratio"],
+        })
+        self._say(
+            f"step {step}: image_effect_ratio {report['image_effect_ratio']:.3f}, "
+            f"wrist_effect_ratio {report['wrist_effect_ratio']:.3f}, val action mse {report['val_action_mse']:.4f} "
+            f"(blank images {report['blank_image_val_action_mse']:.4f})"
+        )
+        warning = ignoring_images_warning(report)
+        if warning:
+            self._say(f"warning (step {step}): {warning}")
+        return report
 
     # -------------------------------------------------------------- saving
     def save(self, step: int, final: bool = False, val_loss: float | None = None) -> Path | None:
@@ -484,14 +553,18 @@ class Trainer:
         for step in range(self.start_step + 1, cfg.max_steps + 1):
             t0 = time.time()
             total = torch.zeros((), device=acc.device)
+            aux_total = torch.zeros((), device=acc.device)
             for micro in range(cfg.grad_accum_steps):
                 batch = next(self._batches)
                 sync = micro == cfg.grad_accum_steps - 1 or acc.num_processes == 1
                 with contextlib.nullcontext() if sync else acc.no_sync(self.model):
                     with acc.autocast():
-                        loss = self.model(batch)["loss"] / cfg.grad_accum_steps
+                        result = self.model(batch)
+                        loss = result["loss"] / cfg.grad_accum_steps
                     acc.backward(loss)
                 total += loss.detach().float()
+                if "aux_loss" in result:
+                    aux_total += result["aux_loss"].detach().float() / cfg.grad_accum_steps
             grad_norm = acc.clip_grad_norm_(params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
             self.optimizer.step()
             self.scheduler.step()
@@ -515,6 +588,8 @@ class Trainer:
                 }
                 if "lora" in lrs:
                     values["lr_lora"] = lrs["lora"]
+                if self.cfg.aux_state.keys:
+                    values["aux_loss"] = float(acc.reduce(aux_total, reduction="mean"))
                 metrics.log(step, values)
                 bar.set_postfix(loss=f"{values['loss_avg']:.4f}", lr=f"{values['lr']:.2e}")
                 t_log, steps_since_log = now, 0
@@ -523,6 +598,7 @@ class Trainer:
                 if last_val is not None:
                     metrics.log(step, {"val/loss": last_val})
                     self._say(f"step {step}: val loss {last_val:.4f}")
+                self._log_conditioning(step, metrics)
             if cfg.save_every and step % cfg.save_every == 0 and step != cfg.max_steps:
                 self.save(step, val_loss=last_val)
         bar.close()
@@ -530,9 +606,10 @@ class Trainer:
         last_val = self.validate()
         if last_val is not None:
             metrics.log(cfg.max_steps, {"val/loss": last_val})
-        effects = self.image_effects()
-        if effects:
-            metrics.log(cfg.max_steps, {f"diag/{k}": v for k, v in effects.items()})
+        report = self._log_conditioning(cfg.max_steps, metrics)
+        from ..eval.conditioning import REPORT_KEYS, ignoring_images_warning
+
+        warning = ignoring_images_warning(report)
         final = self.save(cfg.max_steps, final=True, val_loss=last_val)
         metrics.close()
         steps_run = cfg.max_steps - self.start_step
@@ -543,7 +620,11 @@ class Trainer:
             "resumed_from_step": self.start_step if self.plan.resume_from is not None else None,
             "final_loss": sum(tail) / len(tail) if tail else None,
             "val_loss": last_val,
-            **({"image_effect": None} if not effects else effects),
+            **{k: report.get(k) for k in REPORT_KEYS},
+            "val_action_mse": report.get("val_action_mse"),
+            "blank_image_val_action_mse": report.get("blank_image_val_action_mse"),
+            "conditioning_samples": report.get("num_samples", 0),
+            "warnings": [warning] if warning else [],
             "samples_per_s": steps_run * per_step / train_time if train_time > 0 else None,
             "feature_cache": self.use_cache,
             "feature_cache_s": round(self.feature_s, 2),
@@ -562,10 +643,13 @@ class Trainer:
                 "done: "
                 + ", ".join(
                     f"{k} {_fmt(summary.get(k))}"
-                    for k in ("steps", "final_loss", "val_loss", "image_effect", "samples_per_s")
+                    for k in ("steps", "final_loss", "val_loss", "image_effect_ratio", "wrist_effect_ratio",
+                              "samples_per_s")
                 )
                 + f"; checkpoint {final}"
             )
+            if warning:
+                self._say(f"warning: {warning}")
         return summary
 
 
