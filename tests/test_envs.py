@@ -148,7 +148,8 @@ def test_resets_place_cubes_on_the_table_apart(env):
 
 
 def test_success_term(env):
-    """Stack: writing a stacked tower makes `success` true. Lift: a cube held up for hold_steps does."""
+    """Stack: writing a stacked tower makes `success` true. Lift: a cube held between the fingertips for
+    hold_steps does; one as high but away from the hand does not."""
     env.reset(seed=6)
     fired = []
     if _task(env) == "stack":
@@ -162,7 +163,12 @@ def test_success_term(env):
     else:
         hold = env.cfg.terminations.success.params["hold_steps"]
         for _ in range(hold + 1):
-            _place_cube(env, "cube_1", 0, (0.5, -0.2, 0.2))  # env 0: held up; env 1: on the table
+            # env 0: the cube between the fingertips (at the tool centre, well above the table);
+            # env 1: as high, but 15 cm away from the hand (balanced on something else: not held)
+            tcp = env.scene["ee_frame"].data.target_pos_w.torch[:, 0, :] - env.scene.env_origins
+            assert float(tcp[0, 2]) > 0.2
+            _place_cube(env, "cube_1", 0, tcp[0].tolist())
+            _place_cube(env, "cube_1", 1, (tcp[1, 0] - 0.15, tcp[1, 1], tcp[1, 2]))
             _step(env)
             fired.append(env.termination_manager.get_term("success").clone())
         fired = torch.stack(fired)

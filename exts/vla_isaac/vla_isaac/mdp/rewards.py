@@ -67,7 +67,8 @@ class cube_goal_height(ManagerTermBase):
     height, so higher is not penalised). Isaac Lab's ``object_goal_distance`` with a fixed goal.
 
     With ``hold_steps`` set, the term also tracks whether the episode succeeded by the task's own
-    definition (:class:`CubeLiftedAndHeld`: ``goal_height`` held for ``hold_steps`` steps) and logs the
+    definition (:class:`CubeLiftedAndHeld`: ``goal_height`` held for ``hold_steps`` steps, within
+    ``grasp_distance`` of the tool centre) and logs the
     mean over the envs being reset as ``Metrics/success_rate``, as ``object_goal_distance`` does; RL
     training envs have no success termination (ending an episode on success would cut its rewards short).
     """
@@ -93,11 +94,15 @@ class cube_goal_height(ManagerTermBase):
         minimal_height: float = 0.04,
         hold_steps: int | None = None,
         table_height: float = 0.0,
+        grasp_distance: float | None = None,
         cube_cfg: SceneEntityCfg = SceneEntityCfg("cube_1"),
+        ee_frame_cfg: SceneEntityCfg = SceneEntityCfg("ee_frame"),
     ) -> torch.Tensor:
         rest_z = table_height + env.cfg.cube_size / 2
         z = env.scene[cube_cfg.name].data.root_pos_w.torch[:, 2] - env.scene.env_origins[:, 2]
         if self._held is not None:
-            self._succeeded |= self._held(env, goal_height, hold_steps, table_height, cube_cfg)
+            self._succeeded |= self._held(env, minimal_height=goal_height, hold_steps=hold_steps,
+                                          table_height=table_height, grasp_distance=grasp_distance, cube_cfg=cube_cfg,
+                                          ee_frame_cfg=ee_frame_cfg)
         shortfall = (rest_z + goal_height - z).clamp(min=0.0)
         return (z > rest_z + minimal_height).float() * (1.0 - torch.tanh(shortfall / std))

@@ -3,7 +3,7 @@
 The robot, its end-effector frame, wrist camera and actions are filled in by ``config/<robot>/``.
 Observation group ``policy`` uses the key names of NVIDIA's Cosmos stack data, so recorded files line up
 with it; group ``expert`` is the privileged state vector the RL expert reads (the recorder stores only
-``policy``); success = the cube held 10 cm above the table for 10 consecutive steps.
+``policy``); success = the cube held between the fingertips 10 cm above the table for 10 consecutive steps.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ CUBE_SPAWN_RANGE = {
     "yaw": (-math.pi / 4, math.pi / 4),  # a cube is symmetric under 90 degree turns
 }
 LIFT_HEIGHT = 0.10  # success: cube centre this far above its resting height [m] ...
-LIFT_HOLD_STEPS = 10  # ... for this many consecutive env steps
+LIFT_HOLD_STEPS = 10  # ... for this many consecutive env steps ...
+GRASP_DISTANCE = 0.03  # ... with its centre this close to the tool centre (held between the fingertips) [m]
 
 
 @configclass
@@ -134,7 +135,7 @@ class RewardsCfg:
     goal_tracking = RewTerm(  # also logs Metrics/success_rate (the success term's definition)
         func=mdp.cube_goal_height,
         weight=16.0,
-        params={"std": 0.3, "goal_height": LIFT_HEIGHT, "hold_steps": LIFT_HOLD_STEPS},
+        params={"std": 0.3, "goal_height": LIFT_HEIGHT, "hold_steps": LIFT_HOLD_STEPS, "grasp_distance": GRASP_DISTANCE},
     )
     goal_tracking_fine = RewTerm(
         func=mdp.cube_goal_height, weight=5.0, params={"std": 0.05, "goal_height": LIFT_HEIGHT}
@@ -151,7 +152,8 @@ class TerminationsCfg:
     )
     success = DoneTerm(
         func=mdp.CubeLiftedAndHeld,
-        params={"minimal_height": LIFT_HEIGHT, "hold_steps": LIFT_HOLD_STEPS, "cube_cfg": SceneEntityCfg("cube_1")},
+        params={"minimal_height": LIFT_HEIGHT, "hold_steps": LIFT_HOLD_STEPS, "grasp_distance": GRASP_DISTANCE,
+                "cube_cfg": SceneEntityCfg("cube_1")},
     )
 
 
