@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     for name, ck in (("VLA tiny (trained)", ckpt), ("VLA tiny (untrained)", untrained / "final")):
         out = report / "diagnosis" / ("trained" if "(trained)" in name else "untrained")
         st.run(f"diagnose-{out.name}", [PY, "scripts/diagnose_vla.py", "--checkpoint", str(ck), "--dataset", str(demos),
-                                        "--num_samples", "512", "--seed", str(args.seed), "--output", str(out)],
+                                        "--num_samples", "0", "--seed", str(args.seed), "--output", str(out)],
                show_progress=False)
         diagnoses[name] = json.loads((out / "diagnosis.json").read_text())
 

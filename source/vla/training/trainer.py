@@ -38,6 +38,13 @@ from ..data.dataset import DemoDataset, collate
 from ..data.key_mapping import KeyMapping
 from ..data.stats import compute_norm_stats
 from ..data.verify import DatasetSummary, check_files
+from ..eval.conditioning import (
+    ALT_INSTRUCTION,
+    REPORT_KEYS,
+    conditioning_report,
+    dataset_mean_images,
+    ignoring_images_warning,
+)
 from ..utils.io import atomic_write_text
 from .config import TrainConfig, TrainConfigError
 from .ema import HeadEMA
@@ -435,8 +442,6 @@ class Trainer:
         """Conditioning report on ``image_effect_samples`` evenly spaced val samples (train samples when
         the val split is empty): effect ratios of every input and the action MSE with real vs blanked
         images (``vla.eval.conditioning``). Main process only; {} when disabled."""
-        from ..eval.conditioning import ALT_INSTRUCTION, conditioning_report, dataset_mean_images
-
         n = self.cfg.image_effect_samples
         ds = self.val_ds if len(self.val_ds) >= 2 else self.train_ds
         idx = _evenly_spaced(len(ds), n)
@@ -452,9 +457,7 @@ class Trainer:
             return conditioning_report(model, batch, blank_images=self._blank_images, seed=self.cfg.seed,
                                        alt_instruction=ALT_INSTRUCTION)
 
-    def _log_conditioning(self, step: int, metrics: "_Metrics") -> dict:
-        from ..eval.conditioning import ignoring_images_warning
-
+    def _log_conditioning(self, step: int, metrics: _Metrics) -> dict:
         report = self.conditioning()
         if not report:
             return {}
@@ -607,8 +610,6 @@ class Trainer:
         if last_val is not None:
             metrics.log(cfg.max_steps, {"val/loss": last_val})
         report = self._log_conditioning(cfg.max_steps, metrics)
-        from ..eval.conditioning import REPORT_KEYS, ignoring_images_warning
-
         warning = ignoring_images_warning(report)
         final = self.save(cfg.max_steps, final=True, val_loss=last_val)
         metrics.close()
