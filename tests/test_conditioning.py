@@ -137,3 +137,26 @@ def test_diagnose_script_reports_effects_and_errors(repo_root, tmp_path, tiny_ch
                               "--dataset", str(tmp_path / "gone.hdf5")], cwd=repo_root, capture_output=True,
                              text=True, timeout=300)
     assert missing.returncode == 2 and "gone.hdf5: file not found" in missing.stderr
+
+
+def test_report_encodes_in_chunks_with_the_same_result(monkeypatch):
+    """Large batches go through the VLM ENCODE_BATCH samples at a time (a 7B backbone would not take
+    hundreds at once); chunking must not change the figures."""
+    import numpy as np
+
+    import vla.eval.conditioning as cond
+    from vla.config import load_model_preset
+    from vla.modeling import VLAModel
+
+    torch.manual_seed(0)
+    model = VLAModel(load_model_preset("tiny").replace(image_size=[56, 56]))
+    rng = np.random.default_rng(0)
+    n = 10
+    b = {"context_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
+         "wrist_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
+         "instruction": ["lift the red cube"] * n, "proprio": torch.randn(n, 27), "actions": torch.randn(n, 16, 7)}
+    whole = conditioning_report(model, b)
+    monkeypatch.setattr(cond, "ENCODE_BATCH", 3)
+    chunked = conditioning_report(model, b)
+    for k in ("image_effect_ratio", "wrist_effect_ratio", "proprio_effect_ratio", "val_action_mse"):
+        assert chunked[k] == pytest.approx(whole[k], rel=1e-5), k

@@ -31,7 +31,8 @@ INPUTS = ("context_image", "wrist_image", "instruction", "proprio")
 # Swapped in for the instruction check: a one-task dataset has one instruction, so another sample's
 # would change nothing.
 ALT_INSTRUCTION = "push the blue cube to the left edge of the table"
-IGNORED_IMAGES_THRESHOLD = 0.05  # image_effect_ratio below this: "the policy is ignoring its images"
+IGNORED_IMAGES_THRESHOLD = 0.05
+ENCODE_BATCH = 32  # samples per VLM forward of the report  # image_effect_ratio below this: "the policy is ignoring its images"
 REPORT_KEYS = (
     "image_effect_ratio",  # context image swapped
     "wrist_effect_ratio",
@@ -63,6 +64,19 @@ class _Predictor:
         self.encodes = hasattr(model, "compute_vlm_features")
         self._features: dict[str, tuple] = {}
 
+    def _encode(self, inp: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """VLM features of every sample, ``ENCODE_BATCH`` samples per forward (a 7B backbone would not take
+        hundreds at once), right-padded to a common token count."""
+        n = len(inp["instruction"])
+        parts = [self.model.compute_vlm_features(inp["context_image"][i : i + ENCODE_BATCH],
+                                                 inp["wrist_image"][i : i + ENCODE_BATCH],
+                                                 inp["instruction"][i : i + ENCODE_BATCH])
+                 for i in range(0, n, ENCODE_BATCH)]
+        width = max(f.shape[1] for f, _ in parts)
+        feats = torch.cat([torch.nn.functional.pad(f, (0, 0, 0, width - f.shape[1])) for f, _ in parts])
+        mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m in parts])
+        return feats, mask
+
     def normalize(self, actions: torch.Tensor) -> torch.Tensor:
         """Raw actions -> the model's normalised action space (identity for models without one)."""
         norm = getattr(self.model, "normalizer", None)
@@ -78,8 +92,7 @@ class _Predictor:
                                             inp["proprio"], **kw)
         else:
             if vision_key not in self._features:
-                self._features[vision_key] = self.model.compute_vlm_features(
-                    inp["context_image"], inp["wrist_image"], inp["instruction"])
+                self._features[vision_key] = self._encode(inp)
             feats, mask = self._features[vision_key]
             raw = self.model.predict_action(proprio=inp["proprio"], vlm_features=feats, vlm_mask=mask, **kw)
         return self.normalize(raw.float().cpu())
