@@ -154,6 +154,7 @@ def input_effect(model, batch: Mapping, swap: Sequence[str], *, num_steps: int |
     return _effect(predict, x, swap, noise, alt_instruction, predict(x, "orig", noise))
 
 
+@torch.no_grad()
 def action_error(model, batch: Mapping, predict: _Predictor | None = None, *, vision_key: str = "orig",
                  num_draws: int = 3, seed: int = 0, num_steps: int | None = None) -> float:
     """Mean squared error of sampled chunks vs ``batch["actions"]`` over valid steps (``action_mask``),
