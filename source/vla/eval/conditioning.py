@@ -133,6 +133,17 @@ def _effect(predict: _Predictor, x: dict, swap: Sequence[str], noise: torch.Tens
     return float(moved / between.clamp_min(1e-12))
 
 
+def _baseline(model, batch: Mapping, num_steps: int | None, seed: int):
+    """Inputs, predictor, the shared noise row and the unswapped predictions every effect compares against."""
+    x = _inputs(batch)
+    n = x["proprio"].shape[0]
+    if n < 2:
+        raise ValueError("an input effect needs a batch of at least 2 samples")
+    predict = _Predictor(model, num_steps)
+    noise = _noise(model.cfg, n, seed, shared=True)
+    return x, predict, noise, predict(x, "orig", noise)
+
+
 @torch.no_grad()
 def input_effect(model, batch: Mapping, swap: Sequence[str], *, num_steps: int | None = None, seed: int = 0,
                  alt_instruction: str | None = None) -> float:
@@ -145,13 +156,8 @@ def input_effect(model, batch: Mapping, swap: Sequence[str], *, num_steps: int |
     bad = sorted(set(swap) - set(INPUTS))
     if bad:
         raise ValueError(f"unknown input(s) {bad}; choose from {INPUTS}")
-    x = _inputs(batch)
-    n = x["proprio"].shape[0]
-    if n < 2:
-        raise ValueError("an input effect needs a batch of at least 2 samples")
-    predict = _Predictor(model, num_steps)
-    noise = _noise(model.cfg, n, seed, shared=True)
-    return _effect(predict, x, swap, noise, alt_instruction, predict(x, "orig", noise))
+    x, predict, noise, base = _baseline(model, batch, num_steps, seed)
+    return _effect(predict, x, swap, noise, alt_instruction, base)
 
 
 @torch.no_grad()
@@ -176,13 +182,8 @@ def conditioning_report(model, batch: Mapping, *, blank_images: tuple | None = N
     """Effect ratios of every input, and (when ``batch`` has actions) the action MSE with real and with
     blanked images. ``blank_images`` = (context, wrist) uint8 (H,W,3) images that replace every sample's
     views for ``blank_image_val_action_mse`` (use :func:`dataset_mean_images`)."""
-    x = _inputs(batch)
-    n = x["proprio"].shape[0]
-    if n < 2:
-        raise ValueError("a conditioning report needs a batch of at least 2 samples")
-    predict = _Predictor(model, num_steps)
-    noise = _noise(model.cfg, n, seed, shared=True)
-    base = predict(x, "orig", noise)
+    x, predict, noise, base = _baseline(model, batch, num_steps, seed)
+    n = len(x["instruction"])
     swaps = {
         "image_effect_ratio": ["context_image"],
         "wrist_effect_ratio": ["wrist_image"],
