@@ -37,5 +37,14 @@ fi
 echo "[bootstrap] installing vla-isaac (isaaclab==3.0.0 and friends; first time takes ~3 min, ~8 GB)"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
+# openpi-client (tests drive our policy server with its real WebsocketClientPolicy) declares numpy<2,
+# which Isaac Lab 3.0 cannot use; its websocket client needs only websockets + msgpack (installed above).
+numpy_before=$("$VENV/bin/python" -c 'import numpy; print(numpy.__version__)')
+"$VENV/bin/python" -m pip install -q --no-deps openpi-client==0.1.2
+numpy_after=$("$VENV/bin/python" -c 'import numpy; print(numpy.__version__)')
+if [ "$numpy_before" != "$numpy_after" ]; then
+  echo "error: installing openpi-client changed numpy $numpy_before -> $numpy_after; reinstall with: $VENV/bin/python -m pip install numpy==$numpy_before" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"
 echo "[bootstrap] done"
