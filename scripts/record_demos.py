@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--noise", type=float, default=0.0,
-        help="std of Gaussian noise on the scripted expert's arm command [m, rad per step]",
+        help="std of Gaussian noise on the scripted expert's executed arm command [m, rad per step]; the clean "
+        "command is recorded as `actions` (the label), the noisy one as `executed_actions` (DART recovery data)",
     )
     parser.add_argument(
         "--seed",

@@ -146,6 +146,30 @@ def _check_layout(path: Path, task: str, num_cubes: int) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def test_dart_episode_stores_the_clean_label_as_actions(tmp_path):
+    """An episode with the expert's clean actions (LabelActionRecorder) is written with those as `actions`
+    and the executed (noisy) ones as `executed_actions`; without noise only `actions` is written."""
+    from vla_isaac.recording import EXECUTED_ACTIONS_KEY, LABEL_ACTIONS_KEY
+
+    noisy, clean = _episode(), _episode()
+    for t in range(5):
+        noisy.add(LABEL_ACTIONS_KEY, torch.full((7,), float(t) + 0.5))
+        clean.add(LABEL_ACTIONS_KEY, torch.full((7,), float(t)))  # label == executed
+    path = tmp_path / "dart.hdf5"
+    handler = demo_file_handler("new", {"task": "Lift-Cube"})()
+    handler.create(str(path), env_name="Lift-Cube")
+    for ep in (noisy, clean):
+        handler.write_episode(ep)
+        handler.flush()
+    handler.close()
+    with h5py.File(path, "r") as f:
+        d0, d1 = f["data/demo_0"], f["data/demo_1"]
+        assert np.allclose(d0["actions"][:, 0], np.arange(5) + 0.5)
+        assert np.allclose(d0[EXECUTED_ACTIONS_KEY][:, 0], np.arange(5))
+        assert LABEL_ACTIONS_KEY not in d0 and int(d0.attrs["num_samples"]) == 5
+        assert np.allclose(d1["actions"][:, 0], np.arange(5)) and EXECUTED_ACTIONS_KEY not in d1
+
+
 def test_instruction_text_round_trip():
     rows = encode_texts(["lift the red cube", "", "empilez le cube rouge"])
     assert rows.dtype == torch.uint8 and rows.shape[0] == 3
@@ -280,6 +304,23 @@ def test_replay_of_recorded_lift_demos_succeeds(lift_demos):
     proc = _script("replay_demos.py", "--dataset", str(lift_demos), "--strict")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "replayed 2 demos: 2 reproduce success" in proc.stdout
+
+
+@pytest.mark.sim
+def test_dart_recording_labels_are_the_clean_expert_actions(tmp_path):
+    """--noise perturbs the executed command only: `actions` (the label) stays within the expert's clamp
+    and binary gripper, `executed_actions` holds the noisy command, and replaying that reproduces the demo."""
+    out = tmp_path / "dart.hdf5"
+    _record("Lift-Cube", out, 1, "--noise", "0.03", "--seed", "3")
+    assert _check_layout(out, "Lift-Cube", num_cubes=1) == ["demo_0"]  # label range checks included
+    with h5py.File(out, "r") as f:
+        demo = f["data/demo_0"]
+        label, executed = demo["actions"][:], demo["executed_actions"][:]
+        assert executed.shape == label.shape
+        assert np.abs(executed[:, :6] - label[:, :6]).mean() > 0.01  # noise on the arm ...
+        assert np.array_equal(executed[:, 6], label[:, 6])  # ... not on the gripper
+    proc = _script("replay_demos.py", "--dataset", str(out), "--strict")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 @pytest.mark.sim

@@ -92,7 +92,9 @@ class ScriptedExpert:
 
     Args:
         env: a vla_isaac ``ManagerBasedRLEnv`` (Lift-Cube or Stack-Cube).
-        noise_std: std of Gaussian noise added to the 6 arm action dims (diversity for recorded demos).
+        noise_std: std of Gaussian noise added to the 6 arm action dims of the *executed* action
+            [m, rad per step]. The clean command of the same step is kept in ``label_actions``: recorded
+            demos store it as the label (DART: the demos visit off-path states and show how to get back).
         generator: optional ``torch.Generator`` for the noise (reproducible demos).
     """
 
@@ -129,6 +131,7 @@ class ScriptedExpert:
         self.grasp_yaw = torch.zeros(n, device=self.device)  # hand yaw chosen for the grasp (mod 180 deg)
         self._cubes = {name: env.scene[name] for name in cfg.cube_names}
         self._ee = env.scene["ee_frame"]
+        self.label_actions: torch.Tensor | None = None  # the last call's clean (noise-free) actions
 
     # ---------------------------------------------------------------------------------------------
     def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
@@ -277,13 +280,16 @@ class ScriptedExpert:
         turning = approach | (phase == DESCEND) | placing
         rot[:, 2] = torch.where(turning, yaw_err, torch.zeros_like(yaw_err))
         actions[:, 3:6] = (ROT_GAIN * rot).clamp(-MAX_ROT_STEP, MAX_ROT_STEP)
-        if self.noise_std > 0:
+        closed = (phase == CLOSE) | (phase == LIFT) | (phase == HOLD) | (phase == MOVE) | (phase == LOWER)
+        actions[:, 6] = torch.where(closed, self.close_cmd, self.open_cmd)
+        # the clean command is the demo's label (DART): record_demos stores it as `actions`
+        self.label_actions = actions.clone()
+        self.label_actions[:, :6] /= self.action_scale
+        if self.noise_std > 0:  # ... while the noisy one is executed, so the demos visit off-path states
             gen_device = self.generator.device if self.generator is not None else "cpu"
             noise = torch.randn(n, 6, generator=self.generator, device=gen_device).to(self.device)
             actions[:, :6] += self.noise_std * noise
         actions[:, :6] /= self.action_scale
-        closed = (phase == CLOSE) | (phase == LIFT) | (phase == HOLD) | (phase == MOVE) | (phase == LOWER)
-        actions[:, 6] = torch.where(closed, self.close_cmd, self.open_cmd)
         return actions
 
 

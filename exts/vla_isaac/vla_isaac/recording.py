@@ -53,6 +53,13 @@ FileMode = Literal["new", "overwrite", "append"]
 FILE_MODES: tuple[str, ...] = ("new", "overwrite", "append")
 INSTRUCTION_KEY = "instruction"
 """Attribute name of the instruction on ``data`` and on every ``data/demo_N`` group."""
+LABEL_ACTIONS_KEY = "label_actions"
+"""Episode key of the expert's clean action while recording (becomes ``actions`` in the file)."""
+EXECUTED_ACTIONS_KEY = "executed_actions"
+"""Dataset of the actions actually executed, written beside ``actions`` when they differ from the labels
+(an expert with DART noise); :func:`replay_demos` replays it."""
+LABEL_ATTR = "_vla_label_actions"
+"""Env attribute :func:`record_demos` sets to the expert's ``label_actions`` before each step."""
 
 _DEMO_RE = re.compile(r"^demo_(\d+)$")
 
@@ -153,6 +160,7 @@ class DemoFileHandler(HDF5DatasetFileHandler):
         if episode.is_empty():
             return
         instruction = _pop_instruction(episode)
+        _swap_in_labels(episode)
         name = f"demo_{self._demo_count if demo_id is None else demo_id}"
         existed = name in self._hdf5_data_group
         total_before = int(self._hdf5_data_group.attrs.get("total", 0))
@@ -230,6 +238,38 @@ def episode_instructions(env: ManagerBasedRLEnv, env_ids: Sequence[int]) -> list
     return [str(getattr(env.cfg, "instruction", "") or "")] * len(env_ids)
 
 
+def _swap_in_labels(episode: EpisodeData) -> None:
+    """DART recording: the expert's clean actions become ``actions`` (the training label), the executed
+    (noisy) ones are kept as ``executed_actions`` for replay."""
+    label = episode.data.pop(LABEL_ACTIONS_KEY, None)
+    if label is None or "actions" not in episode.data:
+        return
+    executed = episode.data["actions"]
+    label, executed = (torch.stack(x) if isinstance(x, list) else x for x in (label, executed))
+    label = label.to(executed.device).reshape(executed.shape)
+    if torch.equal(label, executed):
+        episode.data["actions"] = executed
+        return  # no noise: one copy is enough
+    episode.data[EXECUTED_ACTIONS_KEY] = executed
+    episode.data["actions"] = label
+
+
+class LabelActionRecorder(RecorderTerm):
+    """Records the expert's clean action of every step (``env._vla_label_actions``, set by
+    :func:`record_demos` from ``expert.label_actions``); nothing when the expert has none."""
+
+    def record_pre_step(self):
+        label = getattr(self._env, LABEL_ATTR, None)
+        if label is None:
+            return None, None
+        return LABEL_ACTIONS_KEY, label
+
+
+@configclass
+class LabelActionRecorderCfg(RecorderTermCfg):
+    class_type: type = LabelActionRecorder
+
+
 class InstructionRecorder(RecorderTerm):
     """Records the episode's instruction at reset; :class:`DemoFileHandler` turns it into the
     ``instruction`` attribute of the demo (Isaac Lab's own handler would store it as a uint8 dataset)."""
@@ -250,6 +290,7 @@ class DemoRecorderManagerCfg(ActionStateRecorderManagerCfg):
     the instruction."""
 
     record_instruction = InstructionRecorderCfg()
+    record_label_actions = LabelActionRecorderCfg()
 
 
 def configure_recording(
@@ -411,7 +452,9 @@ def record_demos(
     Args:
         env: built from a cfg prepared by :func:`configure_recording` (recorders set, success removed).
         expert: ``expert(obs) -> (num_envs, action_dim)``; an optional ``expert.reset(env_ids)`` is called
-            whenever an env starts a new episode.
+            whenever an env starts a new episode. An expert with a ``label_actions`` attribute (the
+            scripted expert with ``noise_std``: its clean command) has that recorded as ``actions`` and
+            the executed action as ``executed_actions`` (DART-style recovery data).
         success_term: the term returned by :func:`configure_recording`.
         success_steps: consecutive successful steps that end a demo (the env's own term may already
             require holding, e.g. Lift-Cube's 10 steps).
@@ -459,7 +502,9 @@ def record_demos(
             while stats.demos < num_demos and not stop.requested:
                 if max_attempts is not None and stats.attempts >= max_attempts:
                     break
-                obs, _, terminated, truncated, _ = env.step(expert(obs))
+                actions = expert(obs)
+                setattr(env, LABEL_ATTR, getattr(expert, "label_actions", None))  # read by LabelActionRecorder
+                obs, _, terminated, truncated, _ = env.step(actions)
                 stats.steps += 1
                 # the env reuses these buffers on the next step
                 done = (terminated | truncated).clone()
@@ -627,7 +672,8 @@ def replay_demos(
             raise RecordingError(f"{info.path}: {name} lacks 'actions' or 'initial_state'; it cannot be replayed")
         env.reset_to(episode.data["initial_state"], torch.tensor([i], device=env.device), is_relative=True)
         success_now.reset([i])
-        slot_name[i], slot_actions[i], slot_step[i] = name, episode.data["actions"], 0
+        executed = episode.data.get(EXECUTED_ACTIONS_KEY, episode.data["actions"])  # DART demos: the noisy ones
+        slot_name[i], slot_actions[i], slot_step[i] = name, executed, 0
         slot_first_success[i] = None
         slot_recorded[i] = None if episode.success is None else bool(episode.success)
 
