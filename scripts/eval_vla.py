@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of env randomisation and flow-matching noise")
     p.add_argument("--replan_every", type=int, default=8, help="actions executed per predicted 16-step chunk")
     p.add_argument("--temporal_ensemble", action="store_true", help="average overlapping chunks (ACT-style)")
+    p.add_argument("--gripper_hysteresis", type=float, default=0.0,
+                   help="latch the gripper: flip only when the prediction crosses -h / +h (0: raw value)")
     p.add_argument("--flow_steps", type=int, default=None, help="Euler steps of the flow sampler (default: checkpoint's)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--instruction", default=None, help="override the instruction given to the policy")
@@ -100,6 +102,7 @@ def main(argv=None) -> int:
             policy_kw = dict(
                 replan_every=args.replan_every,
                 temporal_ensemble=args.temporal_ensemble,
+                gripper_hysteresis=args.gripper_hysteresis,
                 num_flow_steps=args.flow_steps,
                 dtype=getattr(torch, args.dtype),
                 instruction=args.instruction,
@@ -124,6 +127,7 @@ def main(argv=None) -> int:
         meta = dict(
             task=args.task, policy=args.policy, checkpoint=args.checkpoint, seed=args.seed, num_envs=args.num_envs,
             world_size=world, replan_every=args.replan_every, temporal_ensemble=args.temporal_ensemble,
+            gripper_hysteresis=args.gripper_hysteresis,
             env_steps_per_s=res.env_steps * args.num_envs / max(res.wall_s, 1e-9), wall_s=res.wall_s,
         )
     finally:

@@ -97,6 +97,39 @@ def test_actions_are_clipped():
     assert float(acts.max()) == pytest.approx(0.05)
 
 
+class GripperStub(StubModel):
+    """Chunks whose gripper dim (last) follows a scripted sequence, one value per call, both envs."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = list(values)
+
+    def predict_action(self, ctx, wrist, instr, proprio, **kw):
+        chunk = super().predict_action(ctx, wrist, instr, proprio, **kw)
+        chunk[..., -1] = self.values[len(self.calls) - 1]
+        return chunk
+
+
+def test_gripper_hysteresis_latches_against_chatter():
+    """Values dithering around 0 (a policy unsure whether it holds the cube) flip the raw command every
+    call; with hysteresis 0.5 the gripper closes once on -0.8, ignores +-0.3 and reopens only on +0.9."""
+    seq = [0.2, -0.8, 0.3, -0.3, 0.3, 0.9, -0.3, -0.6]
+    raw = VLAPolicy(GripperStub(seq), None, key_mapping=MAPPING, num_envs=2, replan_every=1)
+    latched = VLAPolicy(GripperStub(seq), None, key_mapping=MAPPING, num_envs=2, replan_every=1, gripper_hysteresis=0.5)
+    raw_out = [float(raw(obs())[0, -1]) for _ in seq]
+    out = [float(latched(obs())[0, -1]) for _ in seq]
+    assert raw_out == pytest.approx(seq)  # default: the prediction passes through
+    assert out == [1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 1.0, -1.0]
+    latched.reset([0])  # a new episode starts open; env 1 keeps its closed state
+    latched.model.values.append(0.1)
+    assert latched(obs())[:, -1].tolist() == [1.0, -1.0]
+
+
+def test_gripper_hysteresis_must_be_non_negative():
+    with pytest.raises(ValueError, match="gripper_hysteresis"):
+        make(gripper_hysteresis=-0.1)
+
+
 def test_missing_observation_key_is_named():
     from vla_isaac.policy import ObservationKeyError
 

@@ -79,7 +79,12 @@ class VLAPolicy:
             weights ``exp(-ensemble_decay * age)`` (ACT); the model is still called every ``replan_every`` steps.
         action_clip: actions are clipped to ``[-action_clip, action_clip]`` (Isaac Lab's action space is
             unbounded; with the IK scale of 0.5 a unit action is a 5 cm / 0.5 rad step).
-        dtype: float32 or bfloat16 for the model (inputs/outputs stay float32).
+        gripper_hysteresis: the gripper command (last dim; the env closes on a negative value) becomes a
+            latched open (+1) / closed (-1) state per env that flips only when the predicted value crosses
+            ``-h`` (close) or ``+h`` (open); 0 (default) passes the raw value through. Against the
+            open/close chatter of a policy unsure whether it holds the cube.
+        dtype: float32 or bfloat16 for the model (inputs/outputs stay float32); ``None`` = bfloat16 on
+            CUDA, float32 on the CPU (``vla.utils.device.resolve_dtype``).
         seed: seeds the flow-matching noise so evaluation runs are reproducible.
     """
 
@@ -93,10 +98,11 @@ class VLAPolicy:
         ensemble_decay: float = 0.1,
         num_flow_steps: int | None = None,
         action_clip: float = 1.0,
+        gripper_hysteresis: float = 0.0,
         instruction: str | None = None,
         key_mapping: KeyMapping | Mapping | None = None,
         device: str | torch.device | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str | None = None,
         seed: int = 0,
         num_envs: int | None = None,
     ):
@@ -106,8 +112,10 @@ class VLAPolicy:
         else:
             from vla.checkpoint import load_vla_for_inference, read_checkpoint_config
 
+            from vla.utils.device import resolve_dtype
+
             device = device or (env.device if env is not None else "cpu")
-            self.model = load_vla_for_inference(checkpoint, device=device, dtype=dtype)
+            self.model = load_vla_for_inference(checkpoint, device=device, dtype=resolve_dtype(dtype, device))
             meta = read_checkpoint_config(checkpoint)
         self.model.eval()
         self.device = torch.device(device or next(self.model.parameters()).device)
@@ -129,6 +137,9 @@ class VLAPolicy:
         self.ensemble_decay = ensemble_decay
         self.num_flow_steps = num_flow_steps
         self.action_clip = action_clip
+        if gripper_hysteresis < 0:
+            raise ValueError(f"gripper_hysteresis must be >= 0, got {gripper_hysteresis}")
+        self.gripper_hysteresis = float(gripper_hysteresis)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.num_model_calls = 0
 
@@ -140,6 +151,12 @@ class VLAPolicy:
             num_envs = env.num_envs
         self.num_envs = num_envs or 1
         self._allocate(self.num_envs)
+
+    @property
+    def image_every(self) -> int:
+        """Images are read only on each env's episode steps 0, k, 2k, ... (k = ``replan_every``), when
+        it replans; the runner renders cameras on those steps only (``evaluation.run_episodes``)."""
+        return self.replan_every
 
     # ------------------------------------------------------------------ checks / inputs
     def required_obs_keys(self) -> list[str]:
@@ -177,6 +194,7 @@ class VLAPolicy:
         self._since_plan = torch.full((n,), self.replan_every, dtype=torch.long)
         self._history: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(n)]
         self._t = torch.zeros(n, dtype=torch.long)
+        self._gripper = torch.ones(n)  # latched gripper state (gripper_hysteresis): +1 open, -1 closed
 
     def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
         """Clear the action queues of ``env_ids`` (all when None): call it when those envs reset."""
@@ -189,6 +207,7 @@ class VLAPolicy:
             self._since_plan[i] = self.replan_every
             self._history[i] = []
             self._t[i] = 0
+            self._gripper[i] = 1.0
 
     @torch.no_grad()
     def predict_chunk(self, inputs: dict) -> torch.Tensor:
@@ -233,7 +252,15 @@ class VLAPolicy:
         self._since_plan += 1
         self._t += 1
         actions = actions.clamp(-self.action_clip, self.action_clip)
+        if self.gripper_hysteresis > 0:
+            actions[:, -1] = self.latch_gripper(actions[:, -1])
         return actions.to(self._out_device(obs))
+
+    def latch_gripper(self, raw: torch.Tensor) -> torch.Tensor:
+        """Predicted gripper values (N,) -> latched +1 (open) / -1 (closed) with hysteresis."""
+        h = self.gripper_hysteresis
+        self._gripper = torch.where(raw < -h, -1.0, torch.where(raw > h, 1.0, self._gripper))
+        return self._gripper.clone()
 
     def _out_device(self, obs) -> torch.device:
         group = obs[POLICY_OBS_GROUP] if POLICY_OBS_GROUP in obs else obs
