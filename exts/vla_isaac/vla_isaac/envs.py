@@ -92,30 +92,26 @@ def make_env_cfg(
         overrides / **kw_overrides: cfg attributes to set afterwards, by dotted path (``"terminations.success"``)
             or with ``__`` in keyword form (``episode_length_s=5.0``, ``terminations__success=None``).
     """
-    from .physics import physics_cfg, renderer_cfg, resolve_backend
+    from isaaclab_tasks.utils import resolve_presets
+
+    from .physics import BACKEND_PRESETS, resolve_backend
     from .tasks.common.scene import DEFAULT_IMAGE_SIZE
 
     if num_envs < 1:
         raise EnvConfigError(f"num_envs={num_envs}: must be at least 1")
-    if backend == "auto" and device != "cpu":
-        backend = "mjwarp"
-    backend = resolve_backend(backend, num_envs)
-    if backend == "mujoco_c" and device != "cpu":
-        raise EnvConfigError(f"backend='mujoco_c' runs on the CPU only (got device={device!r}); use 'mjwarp'")
+    backend = resolve_backend(backend, num_envs, device)
 
     cls = env_cfg_class(task)
     fields = getattr(cls, "__dataclass_fields__", {})
     robot_kwargs = {}
     if "franka_source" in fields:
-        robot_kwargs = dict(
-            franka_source=franka, franka_colliders=colliders, franka_physics="physx" if backend == "physx" else "newton"
-        )
-    cfg = cls(**robot_kwargs)
+        robot_kwargs = dict(franka_source=franka, franka_colliders=colliders)
+    # the same preset resolution as parse_env_cfg(task, overrides=["physics=<preset>"]), on a cfg built with
+    # the robot options (parse_env_cfg builds the registered class without arguments)
+    cfg = resolve_presets(cls(**robot_kwargs), [BACKEND_PRESETS[backend]])
     cfg.scene.num_envs = num_envs
     cfg.sim.device = device
-    cfg.sim.physics = physics_cfg(backend, device)
     cfg.seed = seed
-    cfg.backend = backend
 
     camera_names = [n for n in ("table_cam", "wrist_cam") if getattr(cfg.scene, n, None) is not None]
     if cameras:
@@ -125,7 +121,6 @@ def make_env_cfg(
         for name in camera_names:
             cam = getattr(cfg.scene, name)
             cam.height, cam.width = int(height), int(width)
-            cam.renderer_cfg = renderer_cfg(backend)
     else:
         for name in camera_names:
             setattr(cfg.scene, name, None)

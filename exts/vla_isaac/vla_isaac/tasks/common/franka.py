@@ -60,13 +60,35 @@ def gripper_action_cfg() -> BinaryJointPositionActionCfg:
     )
 
 
-def configure_franka(env_cfg, source: str = "offline", colliders: str = "mesh", physics: str = "newton") -> None:
+def franka_robot_cfg(source: str = "offline", colliders: str = "mesh"):
+    """The Franka ``ArticulationCfg`` with its physics-dependent parts as presets that follow ``physics=``.
+
+    Gravity is handled per backend (Newton: MuJoCo gravity compensation per link; PhysX: ``disable_gravity``)
+    and Isaac Lab's asset has a USD physics variant per backend, so those fields are ``preset(default=<Newton>,
+    isaacsim_physx=<PhysX>, physx=<PhysX>)``, resolved together with the physics preset of the same name.
+    ``source``/``colliders``: see :func:`vla_isaac.assets.franka.franka_cfg`.
+    """
+    from isaaclab_tasks.utils import preset
+
+    robot = franka.franka_cfg(source=source, colliders=colliders, physics="newton")
+    physx = franka.franka_cfg(source=source, colliders=colliders, physics="physx")
+
+    def by_physics(newton_value, physx_value):
+        return preset(default=newton_value, isaacsim_physx=physx_value, physx=physx_value)
+
+    robot.spawn.rigid_props = by_physics(robot.spawn.rigid_props, physx.spawn.rigid_props)
+    if getattr(robot.spawn, "variants", None):  # Isaac Lab's asset: USD variant "Physics" (mujoco / physx)
+        robot.spawn.variants["Physics"] = by_physics(robot.spawn.variants["Physics"], physx.spawn.variants["Physics"])
+    return robot
+
+
+def configure_franka(env_cfg, source: str = "offline", colliders: str = "mesh") -> None:
     """Put the Franka into a cube-task env cfg: robot, ee frame, wrist camera, actions, gripper attributes.
 
-    ``source``/``colliders``/``physics``: see :func:`vla_isaac.assets.franka.franka_cfg`.
+    ``source``/``colliders``: see :func:`vla_isaac.assets.franka.franka_cfg`.
     """
     scene = env_cfg.scene
-    scene.robot = franka.franka_cfg(source=source, colliders=colliders, physics=physics)
+    scene.robot = franka_robot_cfg(source=source, colliders=colliders)
     scene.ee_frame = ee_frame_cfg()
     if getattr(scene, "table_cam", None) is not None:  # cameras enabled: same image size as the table cam
         size = (scene.table_cam.height, scene.table_cam.width)

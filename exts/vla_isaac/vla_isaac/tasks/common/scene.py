@@ -109,7 +109,7 @@ def look_at_ros(eye, target) -> tuple[float, float, float, float]:
 
 def table_camera_cfg(image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> CameraCfg:
     """Third-person context camera in front of the table on the right, framing the cube spawn area."""
-    from isaaclab_newton.renderers import NewtonWarpRendererCfg
+    from ...physics import CameraRendererCfg
 
     return CameraCfg(
         prim_path="{ENV_REGEX_NS}/table_cam",
@@ -121,13 +121,13 @@ def table_camera_cfg(image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Camera
         offset=CameraCfg.OffsetCfg(
             pos=TABLE_CAM_EYE, rot=look_at_ros(TABLE_CAM_EYE, TABLE_CAM_TARGET), convention="ros"
         ),
-        renderer_cfg=NewtonWarpRendererCfg(),
+        renderer_cfg=CameraRendererCfg(),  # Newton Warp; Isaac RTX with physics=physx / renderer=isaacsim_rtx
     )
 
 
 def wrist_camera_cfg(hand_prim_path: str, image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> CameraCfg:
     """Camera on the hand, looking along the fingers (a child prim of the concrete hand prim)."""
-    from isaaclab_newton.renderers import NewtonWarpRendererCfg
+    from ...physics import CameraRendererCfg
 
     return CameraCfg(
         prim_path=hand_prim_path + "/wrist_cam",
@@ -140,5 +140,5 @@ def wrist_camera_cfg(hand_prim_path: str, image_size: tuple[int, int] = DEFAULT_
             pos=(0.07, 0.0, 0.02), rot=(-0.16246, -0.16246, 0.68819, 0.68819), convention="ros"
         ),
         update_latest_camera_pose=True,  # a body-mounted camera's image freezes without it
-        renderer_cfg=NewtonWarpRendererCfg(),
+        renderer_cfg=CameraRendererCfg(),  # Newton Warp; Isaac RTX with physics=physx / renderer=isaacsim_rtx
     )

@@ -25,7 +25,7 @@ from isaaclab.sim import SimulationCfg
 from isaaclab.utils import configclass
 
 from ... import mdp
-from ...physics import PHYSICS_DT, physics_cfg
+from ...physics import PHYSICS_DT, PhysicsCfg, backend_of, validate_env_physics
 from ..common import scene as common
 
 CUBES = [SceneEntityCfg("cube_1")]
@@ -191,11 +191,22 @@ class LiftCubeEnvCfg(ManagerBasedRLEnvCfg):
     gripper_open_val: float = MISSING
     gripper_threshold: float = 0.005
 
-    backend: str = "mujoco_c"
-    """Physics backend this cfg was set up for (``vla_isaac.physics.BACKENDS``); see ``make_env_cfg``."""
+    @property
+    def backend(self) -> str | None:
+        """Backend of the resolved physics preset (``mujoco_c``, ``mjwarp``, ``physx``; read-only, for logs)."""
+        return backend_of(self.sim.physics)
+
+    @backend.setter
+    def backend(self, value):  # configclass copies every attribute once; the backend itself is not settable
+        if value != self.backend:
+            raise AttributeError(f"backend={value!r}: select the backend with the physics preset (physics=...)")
+
+    def validate_config(self):
+        """Isaac Lab calls this when the env is built: MuJoCo-C must get one env on the CPU."""
+        validate_env_physics(self)
 
     def __post_init__(self):
         self.decimation = 5
         self.episode_length_s = 10.0
         self.sim = SimulationCfg(device="cpu", dt=PHYSICS_DT, render_interval=self.decimation)
-        self.sim.physics = physics_cfg(self.backend, self.sim.device)
+        self.sim.physics = PhysicsCfg()  # a preset: physics=newton_mjwarp (default) | newton_mujoco_c | physx

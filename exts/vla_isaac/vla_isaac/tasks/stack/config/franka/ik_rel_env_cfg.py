@@ -11,8 +11,7 @@ class FrankaStackCubeEnvCfg(StackCubeEnvCfg):
     franka_source: str = "offline"
     """``offline`` (example-robot-data USD) or ``isaaclab`` (Isaac Lab's Nucleus asset)."""
     franka_colliders: str = "mesh"
-    franka_physics: str = "newton"
 
     def __post_init__(self):
         super().__post_init__()
-        configure_franka(self, self.franka_source, self.franka_colliders, self.franka_physics)
+        configure_franka(self, self.franka_source, self.franka_colliders)
