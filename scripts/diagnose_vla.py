@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_draws", type=int, default=3, help="flow-noise draws averaged in the action MSEs")
     p.add_argument("--flow_steps", type=int, default=10, help="Euler steps of the flow sampler")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu; "
+                        "under torchrun cuda means cuda:LOCAL_RANK)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                   help="model dtype (default: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--output", default=None,
                    help="folder for diagnosis.json and open_loop.png (default: <checkpoint>/diagnosis)")
     return p
@@ -56,11 +61,18 @@ def main(argv=None) -> int:
     from vla.data.key_mapping import KeyMapping
     from vla.eval.conditioning import (ALT_INSTRUCTION, REPORT_KEYS, conditioning_report, dataset_mean_images,
                                        ignoring_images_warning)
+    from vla.utils.device import DeviceError, resolve_device, resolve_dtype
     from vla.utils.io import atomic_write_text
 
     try:
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
+    except DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         meta = read_checkpoint_config(args.checkpoint)
-        model = load_vla_for_inference(args.checkpoint, device="cpu")
+        model = load_vla_for_inference(args.checkpoint, device=device, dtype=dtype)
         mapping = KeyMapping.load(args.key_mapping) if args.key_mapping else KeyMapping.from_dict(meta["key_mapping"])
         train_meta = (meta.get("extra") or {}).get("data", {})
         val_fraction = args.val_fraction if args.val_fraction is not None else train_meta.get("val_fraction", 0.1)
@@ -86,7 +98,7 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         pred = model.predict_action(batch["context_image"], batch["wrist_image"], batch["instruction"],
-                                    batch["proprio"], num_steps=args.flow_steps, generator=g).float()
+                                    batch["proprio"], num_steps=args.flow_steps, generator=g).float().cpu()
     tgt, mask = batch["actions"].float(), batch["action_mask"].bool()
     err = (pred - tgt)[mask]
     base = (tgt[mask].mean(0) - tgt)[mask]
@@ -105,7 +117,7 @@ def main(argv=None) -> int:
         smp = collate([ds[int(s)]])
         with torch.no_grad():
             chunks.append(model.predict_action(smp["context_image"], smp["wrist_image"], smp["instruction"],
-                                               smp["proprio"], num_steps=args.flow_steps, generator=g)[0].float())
+                                               smp["proprio"], num_steps=args.flow_steps, generator=g)[0].float().cpu())
     for i in ids:
         truth.append(torch.as_tensor(ds[int(i)]["actions"][0]))
     traj = torch.cat(chunks)[: len(ids)].numpy()
@@ -116,6 +128,7 @@ def main(argv=None) -> int:
     _plot(traj, truth, out / "open_loop.png")
 
     report.update({"checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split,
+                   "device": device, "dtype": str(dtype).removeprefix("torch."),
                    "raw_action_error": raw, "open_loop": open_loop})
     warning = ignoring_images_warning(report)
     report["warnings"] = [warning] if warning else []

@@ -6,7 +6,12 @@ Examples::
     python scripts/eval_vla.py --task Lift-Cube --checkpoint outputs/lift_tiny/final --num_episodes 100 --num_envs 8
     python scripts/eval_vla.py --task Lift-Cube --policy expert --num_episodes 50        # reference row
     torchrun --nproc_per_node 2 scripts/eval_vla.py --task Lift-Cube --checkpoint CKPT   # episodes sharded over processes
+    torchrun --nproc_per_node 8 scripts/eval_vla.py --task Stack-Cube --checkpoint CKPT --device cuda  # rank r on cuda:r
     isaaclab -p scripts/eval_vla.py --task Stack-Cube --checkpoint CKPT --device cuda:0
+
+Each env runs a fixed quota of episodes (``--num_episodes`` split over processes, then envs), so short
+successful episodes are not over-counted. Cameras render only on the steps where the policy reads them
+(every ``--replan_every`` steps for a VLA, never for the expert); ``--render_all_steps`` turns that off.
 
 Writes to ``--output`` (default ``outputs/eval/<task>-<policy>-<time>``): ``episodes.jsonl`` (one JSON
 line per episode), ``summary.json`` (success rate with its 95% Wilson interval, mean episode length,
@@ -36,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gripper_hysteresis", type=float, default=0.0,
                    help="latch the gripper: flip only when the prediction crosses -h / +h (0: raw value)")
     p.add_argument("--flow_steps", type=int, default=None, help="Euler steps of the flow sampler (default: checkpoint's)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                   help="policy model dtype (default: bfloat16 on CUDA, float32 on the CPU)")
+    p.add_argument("--render_all_steps", action="store_true",
+                   help="render the cameras on every step, not only on those where the policy reads them")
     p.add_argument("--instruction", default=None, help="override the instruction given to the policy")
     p.add_argument("--episode_length_s", type=float, default=None, help="override the task's episode length")
     p.add_argument("--videos", type=int, default=2, help="mp4 videos of the first N episodes of env 0 (0: none)")
@@ -71,6 +79,14 @@ def main(argv=None) -> int:
     import torch
 
     from vla.eval.metrics import summarize
+    from vla.utils.device import DeviceError, resolve_device, resolve_dtype
+
+    try:  # under torchrun each rank takes its own GPU: cuda -> cuda:LOCAL_RANK
+        args.device = resolve_device(getattr(args, "device", None) or "cpu")
+        dtype = resolve_dtype(args.dtype, args.device)
+    except DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     from vla_isaac.envs import make_env, make_env_cfg, resolve_task
     from vla_isaac.evaluation import make_controller, run_episodes, write_video
@@ -91,8 +107,7 @@ def main(argv=None) -> int:
     cfg_kw = {}
     if args.image_size:
         cfg_kw["image_size"] = tuple(args.image_size)
-    device = getattr(args, "device", None) or "cpu"
-    cfg = make_env_cfg(task, num_envs=args.num_envs, device=device, backend=args.backend, seed=seed, **cfg_kw)
+    cfg = make_env_cfg(task, num_envs=args.num_envs, device=args.device, backend=args.backend, seed=seed, **cfg_kw)
     if args.episode_length_s:
         cfg.episode_length_s = args.episode_length_s
     env = make_env(cfg, launcher_args=args)
@@ -104,7 +119,7 @@ def main(argv=None) -> int:
                 temporal_ensemble=args.temporal_ensemble,
                 gripper_hysteresis=args.gripper_hysteresis,
                 num_flow_steps=args.flow_steps,
-                dtype=getattr(torch, args.dtype),
+                dtype=dtype,
                 instruction=args.instruction,
             )
         try:
@@ -118,16 +133,20 @@ def main(argv=None) -> int:
         with open(tmp, "w") as f:
             res = run_episodes(
                 env, ctrl, n_mine, video_episodes=args.videos if rank == 0 else 0, seed=seed, rank=rank,
-                progress=not args.no_progress and rank == 0,
-                on_episode=lambda r: (f.write(json.dumps(r.to_json()) + "\n"), f.flush()),
+                progress=not args.no_progress and rank == 0, render_on_demand=not args.render_all_steps,
+                on_episode=lambda r: (f.write(json.dumps(r.to_json()) + "\n"), f.flush()),  # progress, as they end
             )
+        # the final file lists them in episode order (deterministic given the seed)
+        tmp.write_text("".join(json.dumps(r.to_json()) + "\n" for r in res.episodes))
         os.replace(tmp, episodes_path)
         for k, frames in sorted(res.videos.items()):
             write_video(frames, out / "videos" / f"episode_{k:03d}.mp4")
         meta = dict(
             task=args.task, policy=args.policy, checkpoint=args.checkpoint, seed=args.seed, num_envs=args.num_envs,
             world_size=world, replan_every=args.replan_every, temporal_ensemble=args.temporal_ensemble,
-            gripper_hysteresis=args.gripper_hysteresis,
+            gripper_hysteresis=args.gripper_hysteresis, device=args.device,
+            dtype=str(dtype).removeprefix("torch.") if args.policy == "vla" else None,
+            render_on_demand=res.render_on_demand, complete=res.complete,
             env_steps_per_s=res.env_steps * args.num_envs / max(res.wall_s, 1e-9), wall_s=res.wall_s,
         )
     finally:

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instruction", default=None, help="language instruction (default: the checkpoint's)")
     p.add_argument("--replan_every", type=int, default=8)
     p.add_argument("--temporal_ensemble", action="store_true")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                   help="policy model dtype (default: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episode_length_s", type=float, default=None, help="override the task's episode length")
     p.add_argument("--output", default="outputs/play", help="folder for --video")
@@ -65,16 +67,18 @@ def main(argv=None) -> int:
         viz = None
     args.viz = viz
 
+    from vla.utils.device import resolve_device
     from vla_isaac.envs import make_env, make_env_cfg, resolve_task
     from vla_isaac.evaluation import make_controller, run_episodes, write_video
     from vla_isaac.policy import PolicyEnvMismatchError
 
     try:
         task = resolve_task(args.task)
+        args.device = resolve_device(getattr(args, "device", None) or "cpu")  # torchrun: cuda -> cuda:LOCAL_RANK
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cfg = make_env_cfg(task, num_envs=args.num_envs, device=getattr(args, "device", None) or "cpu",
+    cfg = make_env_cfg(task, num_envs=args.num_envs, device=args.device,
                        backend=args.backend, seed=args.seed,
                        image_size=tuple(args.image_size) if args.image_size else None)
     if args.episode_length_s:
@@ -84,7 +88,7 @@ def main(argv=None) -> int:
         try:
             ctrl = make_controller("vla", env, checkpoint=args.checkpoint, seed=args.seed,
                                    replan_every=args.replan_every, temporal_ensemble=args.temporal_ensemble,
-                                   instruction=args.instruction)
+                                   instruction=args.instruction, dtype=args.dtype)
         except PolicyEnvMismatchError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -78,3 +78,56 @@ def test_torchrun_shards_episodes_and_merges(repo_root, tmp_path):
     assert summary["world_size"] == 2
     assert sorted(d["rank"] for d in lines) == [0, 0, 1]  # 3 episodes split 2 + 1
     assert [d["episode"] for d in lines] == [0, 1, 2]
+
+
+def test_render_on_demand_gives_the_policy_identical_observations(tiny_checkpoint):
+    """Cameras rendered only on replanning steps: same actions as rendering every step, far fewer renders."""
+    import torch
+
+    from vla_isaac.envs import make_env
+    from vla_isaac.evaluation import camera_sensors, make_controller, run_episodes
+
+    env = make_env("Lift-Cube", num_envs=1, image_size=(64, 64), seed=0, episode_length_s=1.0)  # 20 steps
+    try:
+        renders = {"n": 0}
+        for cam in camera_sensors(env):
+            impl = cam._update_buffers_impl
+
+            def counted(mask, impl=impl, cam=cam):
+                renders["n"] += int(cam._env_mask_has_any(mask))
+                return impl(mask)
+
+            cam._update_buffers_impl = counted
+        runs = {}
+        for on_demand in (True, False, True):
+            ctrl = make_controller("vla", env, checkpoint=tiny_checkpoint, seed=3, replan_every=4)
+            actions, inputs = [], []
+            act = ctrl.act
+
+            def recording_act(obs, act=act, actions=actions, inputs=inputs):
+                a = act(obs)
+                actions.append(a.clone())
+                if act.num_model_calls > len(inputs):  # this call replanned: keep what the model saw
+                    group = obs["policy"]
+                    inputs.append({k: torch.as_tensor(group[k]).clone() for k in ("table_cam", "wrist_cam")})
+                return a
+
+            ctrl.act = recording_act
+            renders["n"] = 0
+            res = run_episodes(env, ctrl, 2, seed=11, progress=False, render_on_demand=on_demand)
+            assert res.render_on_demand is on_demand and len(res.episodes) == 2
+            runs.setdefault(on_demand, []).append((torch.stack(actions), inputs, renders["n"], res.env_steps))
+        (a_skip, in_skip, r_skip, steps), (a_all, in_all, r_all, _) = runs[True][0], runs[False][0]
+        assert steps == 40 and a_skip.shape == a_all.shape
+        assert torch.equal(a_skip, a_all)  # bit-identical actions
+        assert len(in_skip) == len(in_all) == 10  # 2 episodes x 20 steps / replan_every 4
+        for x, y in zip(in_skip, in_all):
+            assert all(torch.equal(x[k], y[k]) for k in x)
+        # the views change between replans, so a stale image (a render skipped wrongly) would not match
+        assert sum(not torch.equal(x["wrist_cam"], y["wrist_cam"]) for x, y in zip(in_all, in_all[1:])) >= 5
+        assert torch.equal(runs[True][1][0], a_skip)  # and the run repeats exactly
+        n_cams = len(camera_sensors(env))
+        assert r_all >= n_cams * steps and r_skip <= n_cams * (len(in_skip) + 2), (r_skip, r_all)
+        assert all(c.cfg.update_period == 0 for c in camera_sensors(env))  # restored
+    finally:
+        env.close()

@@ -38,7 +38,7 @@ class VLAAction(ActionTerm):
             temporal_ensemble=cfg.temporal_ensemble,
             instruction=cfg.instruction,
             device=cfg.policy_device or env.device,
-            dtype=getattr(torch, cfg.dtype),
+            dtype=cfg.dtype,
             seed=cfg.seed,
             num_envs=env.num_envs,
         )
@@ -99,5 +99,7 @@ class VLAActionCfg(ActionTermCfg):
     temporal_ensemble: bool = False
     instruction: str | None = None
     policy_device: str | None = None
-    dtype: str = "float32"
+    """Device of the model (default: the env's)."""
+    dtype: str | None = None
+    """``float32`` or ``bfloat16``; default ``None``: bfloat16 on CUDA, float32 on the CPU."""
     seed: int = 0
