@@ -1,7 +1,9 @@
 """Exponential moving average of the head weights (projector + action expert, not LoRA or the backbone).
 
 Averaging smooths the noisy flow-matching updates; the averaged weights are what validation and the
-saved checkpoints use when EMA is on, while training keeps updating the raw weights.
+saved checkpoints use when EMA is on, while training keeps updating the raw weights. The average is
+torch's ``torch.optim.swa_utils.AveragedModel`` over the head modules, with an EMA update whose decay
+warms up (``min(decay, (1 + n) / (10 + n))``) so early averages are not dominated by the random init.
 """
 
 from __future__ import annotations
@@ -9,43 +11,50 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
-from .optim import is_backbone_param
+from ..modeling import HEAD_MODULES
+
+
+def warmup_ema_multi_avg_fn(decay: float):
+    """``multi_avg_fn`` for ``AveragedModel``: EMA with a warmed-up decay (torch's ``get_ema_multi_avg_fn``
+    uses a fixed one)."""
+
+    @torch.no_grad()
+    def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = int(num_averaged)
+        d = min(float(decay), (1 + n) / (10 + n))
+        for a, c in zip(averaged, current):
+            a.lerp_(c.to(a.dtype), 1.0 - d)
+
+    return ema_update
 
 
 class HeadEMA:
     def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = float(decay)
-        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad and not is_backbone_param(n)}
-        self.shadow = {n: p.detach().float().clone() for n, p in self.params.items()}
-        self.num_updates = 0
+        self.head = torch.nn.ModuleDict({n: getattr(model, n) for n in HEAD_MODULES if getattr(model, n) is not None})
+        self.averaged = AveragedModel(self.head, multi_avg_fn=warmup_ema_multi_avg_fn(decay), use_buffers=False)
 
-    @torch.no_grad()
     def update(self) -> None:
-        self.num_updates += 1
-        # warm up the decay so early averages are not dominated by the random init
-        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for n, p in self.params.items():
-            self.shadow[n].mul_(d).add_(p.detach().float(), alpha=1 - d)
+        self.averaged.update_parameters(self.head)
 
     @contextlib.contextmanager
     def applied(self):
         """Temporarily swap the averaged weights into the model."""
-        backup = {n: p.detach().clone() for n, p in self.params.items()}
+        live, avg = list(self.head.parameters()), list(self.averaged.module.parameters())
+        backup = [p.detach().clone() for p in live]
         with torch.no_grad():
-            for n, p in self.params.items():
-                p.copy_(self.shadow[n].to(p.dtype))
+            for p, a in zip(live, avg):
+                p.copy_(a)
         try:
             yield
         finally:
             with torch.no_grad():
-                for n, p in self.params.items():
-                    p.copy_(backup[n])
+                for p, b in zip(live, backup):
+                    p.copy_(b)
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {**self.shadow, "__num_updates__": torch.tensor([self.num_updates], dtype=torch.int64)}
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.averaged.state_dict()
 
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.num_updates = int(tensors["__num_updates__"][0])
-        for n in self.shadow:
-            self.shadow[n].copy_(tensors[n])
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.averaged.load_state_dict(tensors)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .config import OptimConfig
@@ -50,23 +48,18 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Ada
     return torch.optim.AdamW(param_groups(model, cfg), betas=tuple(cfg.betas), foreach=False)
 
 
-class WarmupCosine:
-    """lr multiplier: linear warmup over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at ``total``.
-
-    A class (not a lambda) so the schedule is plain data; LambdaLR stores only its own counters.
-    """
-
-    def __init__(self, warmup: int, total: int, min_ratio: float):
-        # a warmup longer than a fifth of the run (short test/overfit runs) is capped so the run can learn
-        self.warmup, self.total, self.min_ratio = min(int(warmup), int(total) // 5), int(total), float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if self.warmup > 0 and step < self.warmup:
-            return (step + 1) / self.warmup
-        span = max(self.total - self.warmup, 1)
-        progress = min(max(step - self.warmup, 0) / span, 1.0)
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+def warmup_steps(cfg: OptimConfig, total_steps: int) -> int:
+    """``optim.warmup_steps``, capped at a fifth of the run so short test/overfit runs can still learn."""
+    return min(int(cfg.warmup_steps), int(total_steps) // 5)
 
 
 def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
+    """transformers' linear warmup + cosine to ``min_lr_ratio * lr`` (a ``LambdaLR``; its state is plain data).
+
+    As in transformers, the multiplier is ``step / warmup`` during warmup, so the first update has lr 0.
+    """
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, warmup_steps(cfg, total_steps), int(total_steps), min_lr_rate=float(cfg.min_lr_ratio)
+    )

@@ -51,7 +51,15 @@ from .ema import HeadEMA
 from .features import load_or_compute_features
 from .optim import build_optimizer, build_scheduler
 from .sampler import ResumableSampler
-from .state import TrainingStateError, latest_state, load_training_state, restore_rng, save_training_state
+from .state import (
+    EMA_FILE,
+    TrainingStateError,
+    latest_state,
+    publish_state,
+    read_state_meta,
+    state_dir,
+    tmp_state_dir,
+)
 
 CONFIG_FILE = "train_config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -183,31 +191,17 @@ def _evenly_spaced(n: int, k: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
 
 
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(params) != set(tensors):
-        missing, extra = sorted(set(params) - set(tensors))[:3], sorted(set(tensors) - set(params))[:3]
-        raise TrainingStateError(
-            f"{where}: weights don't match the model (missing {missing}, unexpected {extra}); "
-            "resume with the run's own model config"
-        )
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(tensors[n].to(p.device, p.dtype))
-
-
 class _Metrics:
-    """metrics.jsonl (one JSON object per line) + TensorBoard, on the main process only."""
+    """metrics.jsonl (one JSON object per line) + TensorBoard through accelerate's tracker, main process only."""
 
-    def __init__(self, out: Path, start_step: int, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, acc, out: Path, start_step: int):
+        self.acc, self.enabled = acc, acc.is_main_process
         self.path = out / METRICS_FILE
-        self.tb = None
-        if not enabled:
+        self.tb = bool(acc.log_with)
+        if self.tb:  # every process calls init_trackers; accelerate creates the writer on the main one
+            kw = {"purge_step": start_step + 1} if start_step > 0 else {}
+            acc.init_trackers("tb", init_kwargs={"tensorboard": kw})
+        if not self.enabled:
             return
         if start_step > 0 and self.path.is_file():  # drop what a killed run logged after its last state
             keep = [
@@ -217,39 +211,49 @@ class _Metrics:
             ]
             atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))
         self.file = open(self.path, "a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if start_step > 0 else None)
-        except ImportError:  # tensorboard is a dependency of isaaclab; degrade to metrics.jsonl only
-            print("warning: tensorboard not installed; logging to metrics.jsonl only", file=sys.stderr)
 
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
         self.file.write(json.dumps({"step": step, **values}) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and v is not None and math.isfinite(v):
-                    self.tb.add_scalar(k if "/" in k else f"train/{k}", v, step)
+        if self.tb:
+            scalars = {
+                k if "/" in k else f"train/{k}": v
+                for k, v in values.items()
+                if isinstance(v, (int, float)) and math.isfinite(v)
+            }
+            self.acc.log(scalars, step=step)
 
     def close(self) -> None:
+        if self.tb:
+            self.acc.end_training()
         if self.enabled:
             self.file.close()
-            if self.tb is not None:
-                self.tb.close()
 
 
 # ---------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, plan: RunPlan, show_progress: bool = True):
         from accelerate import Accelerator
+        from accelerate.utils import DistributedType, is_tensorboard_available
 
         self.plan, self.cfg = plan, plan.cfg
-        self.acc = Accelerator(mixed_precision=_mixed_precision(self.cfg.mixed_precision))
+        if not is_tensorboard_available():  # a dependency of isaaclab; degrade to metrics.jsonl only
+            print("warning: tensorboard not installed; logging to metrics.jsonl only", file=sys.stderr)
+        self.acc = Accelerator(
+            mixed_precision=_mixed_precision(self.cfg.mixed_precision),
+            log_with="tensorboard" if is_tensorboard_available() else None,
+            project_dir=str(plan.output_dir),
+            step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps, whatever the world size
+        )
         self.show = show_progress and self.acc.is_local_main_process
-        self._fsdp = self.acc.distributed_type.name == "FSDP"
+        self._fsdp = self.acc.distributed_type == DistributedType.FSDP
+        if self._fsdp and self.acc.is_fsdp2:
+            raise TrainConfigError(
+                "fsdp_version: 2 is not supported by this trainer yet; use config/accelerate/fsdp.yaml (FSDP1, "
+                "use_orig_params) or DDP (config/accelerate/ddp.yaml)"
+            )
         if self._fsdp and self.cfg.ema.enabled:
             raise TrainConfigError(
                 "ema.enabled is not supported with FSDP (the averaged weights would be sharded); "
@@ -268,10 +272,16 @@ class Trainer:
         from ..modeling import VLAModel
 
         cfg, acc, plan = self.cfg, self.acc, self.plan
-        set_seed(cfg.seed)
+        # seed + process index: each rank draws its own flow noise, flow times and dropout masks
+        set_seed(cfg.seed, device_specific=True)
         if acc.device.type == "cpu" and cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)
-        backbone_dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else torch.float32
+        # One storage dtype per FSDP unit: FSDP flattens each unit's parameters into one tensor, so under
+        # FSDP the backbone is stored in float32 like the head and peft's LoRA weights, and FSDP's
+        # mixed-precision policy (accelerate's mixed_precision: bf16) computes in bf16. DDP keeps a bf16
+        # backbone (half the memory) next to float32 LoRA/head weights.
+        bf16 = acc.mixed_precision == "bf16" and not self._fsdp
+        backbone_dtype = torch.bfloat16 if bf16 else torch.float32
         t = time.time()
         with acc.main_process_first():  # the first process builds/caches the tiny backbone and the stats
             self.model = VLAModel(plan.model_cfg, device=acc.device, dtype=backbone_dtype)
@@ -328,13 +338,13 @@ class Trainer:
                     desc="VLM features (train)",
                     **kw,
                 )
-                if self.val_indices and acc.is_main_process:
+                if self.val_indices:
                     self.val_cache = load_or_compute_features(
                         self.model,
                         self.val_ds,
-                        self.val_indices,
+                        sorted({i for idx, _ in self._val_batches() for i in idx}),
                         cache_dir=cache_dir,
-                        name="val",
+                        name=f"val_rank{acc.process_index}",
                         desc="VLM features (val)",
                         **kw,
                     )
@@ -349,30 +359,49 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
         self.ema = HeadEMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
-        self.start_step, rng = 0, None
-        st = None
+        self.model, self.optimizer, self.scheduler = acc.prepare(self.model, self.optimizer, self.scheduler)
+        # training states hold the trainable weights only: the frozen backbone comes from the preset
+        self._trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        acc.register_save_state_pre_hook(self._keep_trainable_weights)
+        acc.register_load_state_pre_hook(self._check_saved_weights)
+        self.start_step = 0
         if plan.resume_from is not None:
-            st = load_training_state(plan.resume_from)
-            _load_trainable(self.model, st["model"], plan.resume_from)
-            self.scheduler.load_state_dict(st["scheduler"])
+            meta = read_state_meta(plan.resume_from, acc.num_processes)
+            if self.ema is not None and not (plan.resume_from / EMA_FILE).is_file():
+                raise TrainingStateError(f"{plan.resume_from}: saved without EMA but ema.enabled is true")
             if self.ema is not None:
-                if st["ema"] is None:
-                    raise TrainingStateError(f"{plan.resume_from}: saved without EMA but ema.enabled is true")
-                self.ema.load_state_tensors(st["ema"])
-            self.start_step, rng = st["step"], st["rng"]
-        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
-        if st is not None:
-            osd = st["optimizer"]
-            if self._fsdp:
-                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+                from safetensors.torch import load_file
 
-                osd = FSDP.optim_state_dict_to_load(self.model, self.optimizer.optimizer, osd)
-            self.optimizer.load_state_dict(osd)
+                self.ema.load_state_dict(load_file(str(plan.resume_from / EMA_FILE), device=str(acc.device)))
+            # weights, AdamW, schedule and this rank's RNG (loaded last: nothing may draw from the global
+            # generators between here and step 1); pickles are read with weights_only=True
+            acc.load_state(str(plan.resume_from), load_kwargs={"weights_only": True}, strict=False)
+            self.start_step = meta["step"]
             self._say(f"resumed from {plan.resume_from} at step {self.start_step}")
         self.consumed = self.start_step * cfg.batch_size * cfg.grad_accum_steps
         self._batches = self._batch_iter(self.consumed)
-        if rng is not None:  # last: nothing after this may draw from the global generators before step 1
-            restore_rng(*rng)
+
+    def _keep_trainable_weights(self, models, weights, output_dir) -> None:
+        """``save_state`` pre-hook: drop the frozen backbone from the saved weights (7B: 15 GB per state)."""
+        for w in weights:
+            for k in [k for k in w if k not in self._trainable]:
+                del w[k]
+
+    def _check_saved_weights(self, models, input_dir) -> None:
+        """``load_state`` pre-hook: the saved weights are exactly this model's trainable ones (one-line error)."""
+        from safetensors import safe_open
+
+        path = Path(input_dir) / "model.safetensors"
+        if not path.is_file():  # FSDP writes its own files; accelerate checks them
+            return
+        with safe_open(str(path), "pt") as f:
+            saved = set(f.keys())
+        if saved != self._trainable:
+            missing, extra = sorted(self._trainable - saved)[:3], sorted(saved - self._trainable)[:3]
+            raise TrainingStateError(
+                f"{path}: weights don't match the model (missing {missing}, unexpected {extra}); "
+                "resume with the run's own model config"
+            )
 
     def _attach_state_probe(self) -> None:
         """Normalisation stats of the auxiliary state over the training samples, then the probe."""
@@ -414,38 +443,64 @@ class Trainer:
     def _ema_applied(self):
         return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
+    def _val_batches(self) -> list[tuple[list[int], int]]:
+        """This process's val batches as (sample indices, weight): its share of the val samples, then
+        weight-0 repeats of the first val batch so every process runs the same number of forwards
+        (FSDP's all-gathers must line up)."""
+        bs, n, rank = self.cfg.batch_size, self.acc.num_processes, self.acc.process_index
+        mine = self.val_indices[rank::n]
+        batches = [(mine[s : s + bs], len(mine[s : s + bs])) for s in range(0, len(mine), bs)]
+        per = -(-(-(-len(self.val_indices) // n)) // bs)  # batches of the process with the most samples
+        return batches + [(self.val_indices[:bs], 0)] * (per - len(batches))
+
+    def _full_params(self):
+        """Context in which the unwrapped model holds all of its weights on every process, for code that
+        calls its methods instead of its forward (the conditioning report): FSDP gathers its shards
+        (``summon_full_params``, collective), DDP and one process already hold full copies."""
+        if not self._fsdp:
+            return contextlib.nullcontext()
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        return FSDP.summon_full_params(self.model, writeback=False)
+
     @torch.no_grad()
     def validate(self) -> float | None:
-        """Mean val loss with fixed noise (so successive evaluations are comparable); main process only."""
-        if not self.val_indices or not self.acc.is_main_process:
+        """Mean val loss with fixed noise (so successive evaluations are comparable). Every process runs
+        its shard of the val samples through the prepared model; the sums are reduced over processes."""
+        if not self.val_indices:
             return None
-        model, cfg = self.acc.unwrap_model(self.model), self.cfg
-        was = model.training
-        model.eval()
-        losses = []
-        with torch.random.fork_rng(devices=[]), self._ema_applied(), self.acc.autocast():
-            torch.manual_seed(cfg.seed + 1_000_003)
-            for s in range(0, len(self.val_indices), cfg.batch_size):
-                idx = self.val_indices[s : s + cfg.batch_size]
+        cfg, acc = self.cfg, self.acc
+        was = self.model.training
+        self.model.eval()
+        sums = torch.zeros(2, dtype=torch.float64, device=acc.device)  # sum of loss * samples, sum of samples
+        with torch.random.fork_rng(devices=[]), self._ema_applied(), acc.autocast():
+            torch.manual_seed(cfg.seed + 1_000_003 + acc.process_index)
+            for idx, weight in self._val_batches():
                 if self.val_cache is not None:
-                    batch = self.val_cache.batch(self.val_cache.rows(idx), self.acc.device)
+                    batch = self.val_cache.batch(self.val_cache.rows(idx), acc.device)
                 else:
                     batch = collate([self.val_ds[i] for i in idx])
                     if cfg.data.instruction:
                         batch["instruction"] = [cfg.data.instruction] * len(idx)
-                out = model(batch)  # the flow-matching loss only: comparable with and without the probe
-                losses.append(float(out.get("flow_loss", out["loss"]).float()) * len(idx))
-        model.train(was)
-        return sum(losses) / len(self.val_indices)
+                out = self.model(batch)  # the flow-matching loss only: comparable with and without the probe
+                loss = float(out.get("flow_loss", out["loss"]).float())
+                sums += torch.tensor([loss * weight, weight], dtype=torch.float64, device=acc.device)
+        self.model.train(was)
+        sums = acc.reduce(sums, reduction="sum")
+        return float(sums[0] / sums[1])
 
     def conditioning(self) -> dict:
         """Conditioning report on ``image_effect_samples`` evenly spaced val samples (train samples when
         the val split is empty): effect ratios of every input and the action MSE with real vs blanked
-        images (``vla.eval.conditioning``). Main process only; {} when disabled."""
+        images (``vla.eval.conditioning``); {} when disabled.
+
+        Every process computes the whole report with the same inputs and seeds (under FSDP with the
+        weights gathered), so no process waits on another and all return the same numbers; the main
+        process's are logged."""
         n = self.cfg.image_effect_samples
         ds = self.val_ds if len(self.val_ds) >= 2 else self.train_ds
         idx = _evenly_spaced(len(ds), n)
-        if len(idx) < 2 or not self.acc.is_main_process:
+        if len(idx) < 2:
             return {}
         if self._blank_images is None:
             self._blank_images = dataset_mean_images(self.train_ds, seed=self.cfg.seed)
@@ -453,9 +508,12 @@ class Trainer:
         if self.cfg.data.instruction:
             batch["instruction"] = [self.cfg.data.instruction] * len(idx)
         model = self.acc.unwrap_model(self.model)
-        with torch.random.fork_rng(devices=[]), self._ema_applied(), self.acc.autocast():
-            return conditioning_report(model, batch, blank_images=self._blank_images, seed=self.cfg.seed,
-                                       alt_instruction=ALT_INSTRUCTION)
+        was = model.training
+        with torch.random.fork_rng(devices=[]), self._full_params(), self._ema_applied(), self.acc.autocast():
+            report = conditioning_report(model, batch, blank_images=self._blank_images, seed=self.cfg.seed,
+                                         alt_instruction=ALT_INSTRUCTION)
+        model.train(was)
+        return report
 
     def _log_conditioning(self, step: int, metrics: _Metrics) -> dict:
         report = self.conditioning()
@@ -482,51 +540,51 @@ class Trainer:
 
     # -------------------------------------------------------------- saving
     def save(self, step: int, final: bool = False, val_loss: float | None = None) -> Path | None:
-        self.acc.wait_for_everyone()
-        path = None
-        optimizer_state = self.optimizer.state_dict()
-        gather = contextlib.nullcontext()
-        if self._fsdp:  # full (unsharded) weights and optimizer state on rank 0; collective on all ranks
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        """Checkpoint (``vla.checkpoint`` format, EMA weights when on) and resumable training state.
 
-            optimizer_state = FSDP.optim_state_dict(self.model, self.optimizer.optimizer)
-            gather = FSDP.summon_full_params(self.model, writeback=False, rank0_only=True, offload_to_cpu=True)
-        with gather:
-            if self.acc.is_main_process:
-                path = self._save_main(step, final, val_loss, optimizer_state)
-        self.acc.wait_for_everyone()
-        return path
-
-    def _save_main(self, step: int, final: bool, val_loss: float | None, optimizer_state: dict) -> Path:
+        Collective: every process takes part in gathering the weights (``accelerator.get_state_dict``:
+        FSDP's full state dict on the main process, names without wrapper prefixes) and in
+        ``accelerator.save_state``; the main process writes the checkpoint and publishes the state."""
         from ..checkpoint import save_checkpoint
 
-        model = self.acc.unwrap_model(self.model)
+        acc = self.acc
+        acc.wait_for_everyone()
         path = self.out / "final" if final else self.out / "checkpoints" / f"step_{step:06d}"
-        extra = {
-            "step": step,
-            "val_loss": val_loss,
-            "train_config": self.cfg.to_dict(),
-            "train_demos": self.train_ds.demo_ids,
-            "samples": len(self.train_ds),
-        }
         with self._ema_applied():
-            save_checkpoint(
-                model, path, key_mapping=self.plan.mapping.to_dict(), instruction=self.instruction, extra=extra
-            )
-        save_training_state(
-            self.out,
-            step,
-            model_tensors=_trainable_state(model),
-            optimizer_state=optimizer_state,
-            scheduler_state=self.scheduler.state_dict(),
-            ema_tensors=self.ema.state_tensors() if self.ema is not None else None,
-            meta={
+            state = acc.get_state_dict(self.model)
+            if acc.is_main_process:
+                extra = {
+                    "step": step,
+                    "val_loss": val_loss,
+                    "train_config": self.cfg.to_dict(),
+                    "train_demos": self.train_ds.demo_ids,
+                    "samples": len(self.train_ds),
+                }
+                save_checkpoint(acc.unwrap_model(self.model), path, key_mapping=self.plan.mapping.to_dict(),
+                                instruction=self.instruction, extra=extra, state_dict=state)
+        del state
+        tmp = tmp_state_dir(self.out, step)
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            if self.ema is not None:
+                from safetensors.torch import save_file
+
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()},
+                          str(tmp / EMA_FILE))
+            meta = {
+                "step": int(step),
                 "consumed_samples": step * self.cfg.batch_size * self.cfg.grad_accum_steps,
-                "world_size": self.acc.num_processes,
-            },
-            keep_last=self.cfg.keep_last,
-        )
-        return path
+                "world_size": acc.num_processes,
+                "distributed_type": str(acc.distributed_type).split(".")[-1],
+            }
+            publish_state(tmp, state_dir(self.out, step), meta, self.cfg.keep_last)
+        acc.wait_for_everyone()
+        return path if acc.is_main_process else None
 
     # -------------------------------------------------------------- loop
     def run(self) -> dict:
@@ -539,8 +597,7 @@ class Trainer:
                 shutil.rmtree(stale, ignore_errors=True)
             if self.plan.resume_from is None:
                 atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        metrics = _Metrics(out, self.start_step, acc.is_main_process)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        metrics = _Metrics(acc, out, self.start_step)
         per_step = cfg.batch_size * cfg.grad_accum_steps * acc.num_processes
         window, last_val, train_time = [], None, 0.0
         t_log, steps_since_log = time.time(), 0
@@ -568,7 +625,10 @@ class Trainer:
                 total += loss.detach().float()
                 if "aux_loss" in result:
                     aux_total += result["aux_loss"].detach().float() / cfg.grad_accum_steps
-            grad_norm = acc.clip_grad_norm_(params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
+            # the whole model: under FSDP accelerate then uses the wrapper's clip (one norm over all shards)
+            grad_norm = acc.clip_grad_norm_(
+                self.model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+            )
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
