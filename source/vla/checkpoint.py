@@ -122,14 +122,24 @@ def write_checkpoint(out_dir: str | Path, cfg: VLAConfig, head_state: Mapping[st
 
 
 def save_checkpoint(model, out_dir: str | Path, *, key_mapping: Any = None, instruction: str = "",
-                    extra: dict | None = None) -> Path:
-    """Save a `VLAModel`'s trainable weights, config and norm stats to `out_dir` (atomically)."""
+                    extra: dict | None = None, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Save a `VLAModel`'s trainable weights, config and norm stats to `out_dir` (atomically).
+
+    `state_dict`: the model's full state dict gathered by the trainer (``accelerator.get_state_dict``, so
+    FSDP-sharded weights are complete and names carry no wrapper prefixes); default ``model.state_dict()``.
+    """
+    from .modeling import HEAD_MODULES
+
+    state = model.state_dict() if state_dict is None else state_dict
+    head_state = {k: v for k, v in state.items() if k.split(".", 1)[0] in HEAD_MODULES}
     write_adapter = None
     if hasattr(model.backbone, "peft_config"):
-        def write_adapter(folder: Path) -> None:
-            model.backbone.save_pretrained(str(folder), safe_serialization=True)
+        backbone_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
 
-    return write_checkpoint(out_dir, model.cfg, model.head_state_dict(), model.get_norm_stats(),
+        def write_adapter(folder: Path) -> None:
+            model.backbone.save_pretrained(str(folder), safe_serialization=True, state_dict=backbone_state)
+
+    return write_checkpoint(out_dir, model.cfg, head_state, model.get_norm_stats(),
                             key_mapping=key_mapping, instruction=instruction, extra=extra,
                             write_adapter=write_adapter)
 
