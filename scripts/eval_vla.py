@@ -5,6 +5,7 @@ Examples::
 
     python scripts/eval_vla.py --task Lift-Cube --checkpoint outputs/lift_tiny/final --num_episodes 100 --num_envs 8
     python scripts/eval_vla.py --task Lift-Cube --policy expert --num_episodes 50        # reference row
+    python scripts/eval_vla.py --task Lift-Cube --policy_server ws://127.0.0.1:8000      # served: scripts/serve_policy.py
     torchrun --nproc_per_node 2 scripts/eval_vla.py --task Lift-Cube --checkpoint CKPT   # episodes sharded over processes
     torchrun --nproc_per_node 8 scripts/eval_vla.py --task Stack-Cube --checkpoint CKPT --device cuda  # rank r on cuda:r
     isaaclab -p scripts/eval_vla.py --task Stack-Cube --checkpoint CKPT --device cuda:0
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task id, e.g. Lift-Cube or Stack-Cube")
     p.add_argument("--policy", default="vla", choices=["vla", "expert", "zero", "random"], help="controller to evaluate")
     p.add_argument("--checkpoint", help="checkpoint folder (for --policy vla)")
+    p.add_argument("--policy_server", default=None, metavar="ws://HOST:PORT",
+                   help="for --policy vla: a policy served by scripts/serve_policy.py, in place of --checkpoint")
+    p.add_argument("--api_key_file", default=None, help="the policy server's API key (default: $VLA_POLICY_API_KEY)")
     p.add_argument("--num_episodes", type=int, default=100, help="episodes to evaluate (over all processes)")
     p.add_argument("--num_envs", type=int, default=1, help="parallel envs per process (1 uses MuJoCo-C, the fastest on a CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of env randomisation and flow-matching noise")
@@ -67,7 +71,11 @@ def shard(total: int, rank: int, world: int) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     rank, world = dist_info()
-    if args.policy == "vla" and not args.checkpoint:
+    if args.checkpoint and args.policy_server:
+        print("error: --checkpoint and --policy_server exclude each other: evaluate a local checkpoint or a served "
+              "policy", file=sys.stderr)
+        return 2
+    if args.policy == "vla" and not args.checkpoint and not args.policy_server:
         print("error: --policy vla needs --checkpoint CKPT (train one: python scripts/train.py --config "
               "config/training/lift_tiny_cpu.yaml, or run `make demo`); use --policy expert for the reference row",
               file=sys.stderr)
@@ -88,16 +96,21 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from vla.serving.client import PolicyClient, PolicyServerError, read_api_key
     from vla_isaac.envs import make_env, make_env_cfg, resolve_task
     from vla_isaac.evaluation import make_controller, run_episodes, write_video
 
+    api_key = None
     try:
         task = resolve_task(args.task)
         if args.checkpoint:
             from vla.checkpoint import read_checkpoint_config
 
             read_checkpoint_config(args.checkpoint)  # verifies the manifest before anything is written
-    except ValueError as e:
+        if args.policy_server and args.policy == "vla":  # reachable, key accepted: fail before building the env
+            api_key = read_api_key(args.api_key_file)
+            PolicyClient(args.policy_server, api_key=api_key).close()
+    except (ValueError, PolicyServerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.output or f"outputs/eval/{args.task}-{args.policy}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -123,8 +136,9 @@ def main(argv=None) -> int:
                 instruction=args.instruction,
             )
         try:
-            ctrl = make_controller(args.policy, env, checkpoint=args.checkpoint, seed=seed, **policy_kw)
-        except ValueError as e:
+            ctrl = make_controller(args.policy, env, checkpoint=args.checkpoint, policy_server=args.policy_server,
+                                   api_key=api_key, seed=seed, **policy_kw)
+        except (ValueError, PolicyServerError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         n_mine = shard(args.num_episodes, rank, world)
@@ -142,10 +156,11 @@ def main(argv=None) -> int:
         for k, frames in sorted(res.videos.items()):
             write_video(frames, out / "videos" / f"episode_{k:03d}.mp4")
         meta = dict(
-            task=args.task, policy=args.policy, checkpoint=args.checkpoint, seed=args.seed, num_envs=args.num_envs,
+            task=args.task, policy=args.policy, checkpoint=args.checkpoint, policy_server=args.policy_server,
+            seed=args.seed, num_envs=args.num_envs,
             world_size=world, replan_every=args.replan_every, temporal_ensemble=args.temporal_ensemble,
             gripper_hysteresis=args.gripper_hysteresis, device=args.device,
-            dtype=str(dtype).removeprefix("torch.") if args.policy == "vla" else None,
+            dtype=str(dtype).removeprefix("torch.") if args.policy == "vla" and not args.policy_server else None,
             render_on_demand=res.render_on_demand, complete=res.complete,
             env_steps_per_s=res.env_steps * args.num_envs / max(res.wall_s, 1e-9), wall_s=res.wall_s,
         )

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="task id, e.g. Stack-Cube or Lift-Cube")
     p.add_argument("--checkpoint", help="checkpoint folder written by scripts/train.py")
+    p.add_argument("--policy_server", default=None, metavar="ws://HOST:PORT",
+                   help="a policy served by scripts/serve_policy.py, in place of --checkpoint")
+    p.add_argument("--api_key_file", default=None, help="the policy server's API key (default: $VLA_POLICY_API_KEY)")
     p.add_argument("--num_envs", type=int, default=1)
     p.add_argument("--num_episodes", type=int, default=3, help="stop after this many episodes")
     p.add_argument("--instruction", default=None, help="language instruction (default: the checkpoint's)")
@@ -53,10 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.checkpoint:
+    if args.checkpoint and args.policy_server:
+        print("error: --checkpoint and --policy_server exclude each other: play a local checkpoint or a served "
+              "policy", file=sys.stderr)
+        return 2
+    if not args.checkpoint and not args.policy_server:
         print(NO_CHECKPOINT_HELP, file=sys.stderr)
         return 2
-    if not Path(args.checkpoint).is_dir():
+    if args.checkpoint and not Path(args.checkpoint).is_dir():
         print(f"error: checkpoint folder {args.checkpoint} does not exist", file=sys.stderr)
         return 2
     # --viz (Isaac Lab's launcher flag): newton_gl (Newton's OpenGL viewer), kit (Isaac Sim), none
@@ -67,15 +74,20 @@ def main(argv=None) -> int:
         viz = None
     args.viz = viz
 
+    from vla.serving.client import PolicyClient, PolicyServerError, read_api_key
     from vla.utils.device import resolve_device
     from vla_isaac.envs import make_env, make_env_cfg, resolve_task
     from vla_isaac.evaluation import make_controller, run_episodes, write_video
     from vla_isaac.policy import PolicyEnvMismatchError
 
+    api_key = None
     try:
         task = resolve_task(args.task)
         args.device = resolve_device(getattr(args, "device", None) or "cpu")  # torchrun: cuda -> cuda:LOCAL_RANK
-    except ValueError as e:
+        if args.policy_server:  # reachable, key accepted: fail before building the env
+            api_key = read_api_key(args.api_key_file)
+            PolicyClient(args.policy_server, api_key=api_key).close()
+    except (ValueError, PolicyServerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = make_env_cfg(task, num_envs=args.num_envs, device=args.device,
@@ -86,10 +98,11 @@ def main(argv=None) -> int:
     env = make_env(cfg, launcher_args=args)
     try:
         try:
-            ctrl = make_controller("vla", env, checkpoint=args.checkpoint, seed=args.seed,
+            ctrl = make_controller("vla", env, checkpoint=args.checkpoint, policy_server=args.policy_server,
+                                   api_key=api_key, seed=args.seed,
                                    replan_every=args.replan_every, temporal_ensemble=args.temporal_ensemble,
                                    instruction=args.instruction, dtype=args.dtype)
-        except PolicyEnvMismatchError as e:
+        except (PolicyEnvMismatchError, PolicyServerError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"[play] {args.task}: '{ctrl.act.instruction}' ({args.num_envs} env(s), {args.num_episodes} episodes)")

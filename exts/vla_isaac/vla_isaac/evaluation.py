@@ -39,8 +39,15 @@ class Controller:
     image_every: int | None = None
 
 
-def make_controller(kind: str, env, *, checkpoint=None, seed: int = 0, **policy_kw) -> Controller:
-    """``vla`` (needs ``checkpoint``), ``expert`` (scripted), ``zero`` or ``random`` controllers."""
+def make_controller(kind: str, env, *, checkpoint=None, policy_server: str | None = None, api_key: str | None = None,
+                    seed: int = 0, **policy_kw) -> Controller:
+    """``vla`` (needs ``checkpoint``, or ``policy_server`` = ``ws://HOST:PORT`` of ``serve_policy.py``),
+    ``expert`` (scripted), ``zero`` or ``random`` controllers."""
+    if kind == "vla" and policy_server is not None:
+        from .remote_policy import RemotePolicy
+
+        pol = RemotePolicy(policy_server, env, api_key=api_key, seed=seed, **policy_kw)
+        return Controller("vla", pol, pol.reset, image_every=pol.image_every)
     if kind == "vla":
         if checkpoint is None:
             raise ValueError("--policy vla needs --checkpoint (train one with scripts/train.py, or run `make demo`)")

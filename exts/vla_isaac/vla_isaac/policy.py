@@ -66,12 +66,55 @@ def env_policy_obs_keys(env) -> list[str]:
     return list(om.active_terms[POLICY_OBS_GROUP])
 
 
+class ChunkSource:
+    """Where ``VLAPolicy`` gets its action chunks; the queue, replanning and ensembling stay in the policy.
+
+    Attributes: ``chunk``, ``action_dim``, ``image_size`` (model input), ``key_mapping`` and ``instruction``
+    (None/"" when unknown), ``device`` (where ``proprio`` inputs go). ``source(inputs, noise)`` maps the
+    policy's batched inputs and the (B, chunk, action_dim) starting noise to (B, chunk, action_dim) float32
+    chunks on the CPU.
+    """
+
+    chunk: int
+    action_dim: int
+    image_size: tuple[int, int]
+    key_mapping: KeyMapping | Mapping | None = None
+    instruction: str = ""
+    device: torch.device = torch.device("cpu")
+
+    def __call__(self, inputs: dict, noise: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ModelChunkSource(ChunkSource):
+    """Chunks from a ``VLAModel`` in this process (``predict_action`` with the policy's noise)."""
+
+    def __init__(self, model: torch.nn.Module, *, device=None, num_flow_steps: int | None = None,
+                 key_mapping: KeyMapping | Mapping | None = None, instruction: str | None = None):
+        self.model = model.eval()
+        self.device = torch.device(device or next(model.parameters()).device)
+        cfg = model.cfg
+        self.chunk, self.action_dim, self.image_size = int(cfg.num_queries), int(cfg.action_dim), tuple(cfg.image_size)
+        self.num_flow_steps = num_flow_steps
+        self.key_mapping, self.instruction = key_mapping, instruction or ""
+
+    def __call__(self, inputs: dict, noise: torch.Tensor) -> torch.Tensor:
+        kw = {"noise": noise}
+        if self.num_flow_steps is not None:
+            kw["num_steps"] = self.num_flow_steps
+        out = self.model.predict_action(
+            inputs["context_image"], inputs["wrist_image"], inputs["instruction"], inputs["proprio"].to(self.device), **kw
+        )
+        return out.float().cpu()
+
+
 class VLAPolicy:
     """Closed-loop VLA control of a batch of Isaac Lab envs.
 
     Args:
-        checkpoint: checkpoint folder (see ``vla.checkpoint``) or an already loaded ``VLAModel``
-            (then ``key_mapping`` and ``instruction`` must be given).
+        checkpoint: checkpoint folder (see ``vla.checkpoint``), an already loaded ``VLAModel``
+            (then ``key_mapping`` and ``instruction`` must be given), or a ``ChunkSource`` (where the
+            chunks come from, e.g. a policy server: ``vla_isaac.remote_policy.RemotePolicy``).
         env: the ``ManagerBasedRLEnv`` (used for the layout checks and ``num_envs``); ``None`` skips
             the checks (for the action term, which checks its own sub-terms).
         replan_every: actions executed from each chunk before the model is called again (1..16).
@@ -106,30 +149,31 @@ class VLAPolicy:
         seed: int = 0,
         num_envs: int | None = None,
     ):
-        if isinstance(checkpoint, torch.nn.Module):
-            self.model = checkpoint
-            meta = {}
+        if isinstance(checkpoint, ChunkSource):  # e.g. a policy server (vla_isaac.remote_policy.RemotePolicy)
+            self.source = checkpoint
+        elif isinstance(checkpoint, torch.nn.Module):
+            self.source = ModelChunkSource(checkpoint, device=device, num_flow_steps=num_flow_steps)
         else:
             from vla.checkpoint import load_vla_for_inference, read_checkpoint_config
 
             from vla.utils.device import resolve_dtype
 
             device = device or (env.device if env is not None else "cpu")
-            self.model = load_vla_for_inference(checkpoint, device=device, dtype=resolve_dtype(dtype, device))
+            model = load_vla_for_inference(checkpoint, device=device, dtype=resolve_dtype(dtype, device))
             meta = read_checkpoint_config(checkpoint)
-        self.model.eval()
-        self.device = torch.device(device or next(self.model.parameters()).device)
-        mapping = key_mapping if key_mapping is not None else meta.get("key_mapping")
+            self.source = ModelChunkSource(model, device=device, num_flow_steps=num_flow_steps,
+                                           key_mapping=meta.get("key_mapping"), instruction=meta.get("instruction"))
+        self.model = getattr(self.source, "model", None)  # None for a remote source
+        self.device = self.source.device
+        mapping = key_mapping if key_mapping is not None else self.source.key_mapping
         if mapping is None:
             raise ValueError(f"{checkpoint}: checkpoint has no key_mapping; pass key_mapping=")
         self.key_mapping = mapping if isinstance(mapping, KeyMapping) else KeyMapping.from_dict(dict(mapping))
-        self.instruction = instruction or meta.get("instruction") or self.key_mapping.instruction
+        self.instruction = instruction or self.source.instruction or self.key_mapping.instruction
         if not self.instruction:
             raise ValueError("no instruction: pass instruction= or train with one")
-        cfg = self.model.cfg
-        self.chunk = int(cfg.num_queries)
-        self.action_dim = int(cfg.action_dim)
-        self.image_size = tuple(cfg.image_size)
+        self.chunk, self.action_dim = int(self.source.chunk), int(self.source.action_dim)
+        self.image_size = tuple(self.source.image_size)
         if not 1 <= replan_every <= self.chunk:
             raise ValueError(f"replan_every must be in [1, {self.chunk}], got {replan_every}")
         self.replan_every = replan_every
@@ -211,15 +255,14 @@ class VLAPolicy:
 
     @torch.no_grad()
     def predict_chunk(self, inputs: dict) -> torch.Tensor:
-        """One batched model call -> (B, 16, 7) float32 on the CPU."""
+        """One batched call of the chunk source -> (B, 16, 7) float32 on the CPU.
+
+        The flow-matching noise is drawn here from the policy's seeded generator (what ``predict_action``
+        would draw from it), so a local model and a policy server give the same chunks for the same seed.
+        """
         self.num_model_calls += 1
-        kw = {"generator": self.generator}
-        if self.num_flow_steps is not None:
-            kw["num_steps"] = self.num_flow_steps
-        out = self.model.predict_action(
-            inputs["context_image"], inputs["wrist_image"], inputs["instruction"], inputs["proprio"].to(self.device), **kw
-        )
-        return out.float().cpu()
+        noise = torch.randn((inputs["proprio"].shape[0], self.chunk, self.action_dim), generator=self.generator)
+        return self.source(inputs, noise)
 
     @torch.no_grad()
     def __call__(self, obs: Mapping) -> torch.Tensor:
