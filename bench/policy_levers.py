@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""Closed-loop levers of the tiny Lift-Cube policy (issue 15): what bounds its success, what lifts it.
+
+Each lever is one row: demos (recorded once per setting and cached), a training run
+(``config/training/lift_tiny_cpu.yaml`` plus the lever's overrides), ``scripts/diagnose_vla.py`` on every
+held-out sample (image effect, offline error) and ``scripts/eval_vla.py`` closed loop on the SAME episodes
+(``--seed 100``, one process, ``--replan_every 4`` unless the lever changes it). Eval-only levers reuse
+another row's checkpoint.
+
+    python bench/policy_levers.py run privileged          # one row (record if needed, train, diagnose, eval)
+    python bench/policy_levers.py run dart --episodes 20  # screening with fewer episodes (the table says so)
+    python bench/policy_levers.py table                   # markdown table of every finished row
+
+Rows land in ``outputs/levers/<name>/result.json``; the table is copied into docs/benchmarks.md by hand.
+On the shared 2-core machine a row costs ~3 min of recording (cached across rows), ~5 min of training
+and ~4 min of evaluation for 50 episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+OUT = ROOT / "outputs" / "levers"
+
+# demo sets: name -> (num_demos, expert noise std [m, rad per step], seed)
+DEMOS = {
+    "clean100": (100, 0.0, 0),
+    "dart100": (100, 0.03, 0),
+    "dart100b": (100, 0.03, 1000),  # a second recording process: 200 DART demos in the wall time of 100
+}
+NO_LEVERS = ["model_overrides.wrist_dropout=0.0", "model_overrides.proprio_dropout=0.0", "aux_state.keys=[]"]
+NO_WRIST = ["model_overrides.wrist_dropout=0.0"]
+PRIVILEGED = ["data.key_mapping=isaaclab_lift_privileged", "model_overrides.proprio_dim=34", *NO_LEVERS]
+
+# name -> dict(demos=[demo sets], train=[overrides] or base=<row whose checkpoint is reused>, eval=[flags])
+LEVERS: dict[str, dict] = {
+    "gate_recipe": dict(label="gate recipe (wrist dropout 0.7, proprio dropout 0.5, probe), clean demos",
+                        demos=["clean100"], train=[]),
+    "no_levers": dict(label="no conditioning levers, clean demos", demos=["clean100"], train=NO_LEVERS),
+    "privileged": dict(label="privileged state: cube pose in the proprio, no levers (images still given)",
+                       demos=["clean100"], train=PRIVILEGED),
+    "privileged_hyst": dict(label="privileged state + gripper hysteresis 0.5", base="privileged",
+                            eval=["--gripper_hysteresis", "0.5"]),
+    "dart": dict(label="DART demos (noise 0.03, clean labels), gate recipe", demos=["dart100"], train=[]),
+    "dart_nowrist": dict(label="DART demos, proprio dropout 0.5 + probe, no wrist dropout", demos=["dart100"],
+                         train=NO_WRIST),
+    "dart_nolevers": dict(label="DART demos, no conditioning levers", demos=["dart100"], train=NO_LEVERS),
+    "dart200_nowrist": dict(label="200 DART demos (2 recording processes), no wrist dropout",
+                            demos=["dart100", "dart100b"], train=NO_WRIST),
+    "gate_hyst": dict(label="gate recipe + gripper hysteresis 0.5", base="gate_recipe",
+                      eval=["--gripper_hysteresis", "0.5"]),
+    "no_levers_hyst": dict(label="no levers + gripper hysteresis 0.5", base="no_levers",
+                           eval=["--gripper_hysteresis", "0.5"]),
+    "dart_nowrist_hyst": dict(label="DART, no wrist dropout + gripper hysteresis 0.5", base="dart_nowrist",
+                              eval=["--gripper_hysteresis", "0.5"]),
+    "dart_nowrist_te": dict(label="DART, no wrist dropout + temporal ensembling, replan 2", base="dart_nowrist",
+                            eval=["--temporal_ensemble", "--replan_every", "2"]),
+}
+
+
+def demos_path(name: str) -> Path:
+    return OUT / f"demos_{name}.hdf5"
+
+
+def run(cmd: list[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise SystemExit(f"error: {' '.join(cmd[:3])} failed (exit {rc}); log: {log}")
+    return time.perf_counter() - t0
+
+
+def record(name: str) -> Path:
+    path = demos_path(name)
+    if path.exists():
+        return path
+    n, noise, seed = DEMOS[name]
+    OUT.mkdir(parents=True, exist_ok=True)
+    run([PY, "scripts/record_demos.py", "--task", "Lift-Cube", "--num_demos", str(n), "--image_size", "64", "64",
+         "--seed", str(seed), "--noise", str(noise), "--output", str(path), "--overwrite"], OUT / f"record_{name}.log")
+    return path
+
+
+def run_lever(name: str, episodes: int, steps: int) -> dict:
+    lever = LEVERS[name]
+    folder = OUT / name
+    folder.mkdir(parents=True, exist_ok=True)
+    res = {"name": name, "label": lever["label"], "episodes": episodes}
+    base = lever.get("base")
+    if base:
+        ckpt = OUT / base / "train" / "final"
+        if not (ckpt / "manifest.json").exists():
+            raise SystemExit(f"{name}: row {base} has no checkpoint yet; run it first")
+        base_res = json.loads((OUT / base / "result.json").read_text())
+        res.update({k: base_res.get(k) for k in ("demos", "train_overrides", "train", "diagnosis")})
+    else:
+        files = [str(record(d)) for d in lever["demos"]]
+        res["demos"] = lever["demos"]
+        res["train_overrides"] = lever["train"]
+        ckpt = folder / "train" / "final"
+        if not (ckpt / "manifest.json").exists():
+            res["train_s"] = run([PY, "scripts/train.py", "--config", "lift_tiny_cpu", f"data.files=[{','.join(files)}]",
+                                  f"output_dir={folder / 'train'}", f"max_steps={steps}", "seed=0", *lever["train"]],
+                                 folder / "train.log")
+        summary = folder / "train" / "summary.json"
+        res["train"] = json.loads(summary.read_text()) if summary.exists() else {}
+        diag = folder / "diagnosis"
+        if not (diag / "diagnosis.json").exists():
+            run([PY, "scripts/diagnose_vla.py", "--checkpoint", str(ckpt), "--dataset", *files, "--num_samples", "0",
+                 "--seed", "0", "--output", str(diag)], folder / "diagnose.log")
+        res["diagnosis"] = json.loads((diag / "diagnosis.json").read_text())
+    ev = folder / f"eval{episodes}"
+    eval_flags = lever.get("eval", [])
+    if "--replan_every" not in eval_flags:
+        eval_flags = ["--replan_every", "4", *eval_flags]
+    res["eval_flags"] = eval_flags
+    if not (ev / "summary.json").exists():
+        res["eval_s"] = run([PY, "scripts/eval_vla.py", "--task", "Lift-Cube", "--checkpoint", str(ckpt),
+                             "--num_episodes", str(episodes), "--seed", "100", "--image_size", "64", "64",
+                             "--videos", "0", "--no_progress", "--output", str(ev), *eval_flags], folder / "eval.log")
+    res["eval"] = json.loads((ev / "summary.json").read_text())
+    (folder / f"result{episodes}.json").write_text(json.dumps(res, indent=2, default=str))
+    (folder / "result.json").write_text(json.dumps(res, indent=2, default=str))
+    return res
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def table() -> str:
+    rows = ["| lever | demos | success | 95% CI | mean length | image_effect_ratio | wrist_effect_ratio "
+            "| val MSE (blank) | MSE / blank |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in LEVERS:
+        for f in sorted((OUT / name).glob("result*.json")) if (OUT / name).exists() else []:
+            if f.name == "result.json":
+                continue
+            r = json.loads(f.read_text())
+            e, d = r["eval"], r.get("diagnosis") or {}
+            k, n = e["num_success"], e["num_episodes"]
+            lo, hi = wilson(k, n)
+            mse, blank = d.get("val_action_mse"), d.get("blank_image_val_action_mse")
+            ratio = f"{mse / blank:.2f}" if mse and blank else "-"
+            rows.append(f"| {r['label']} | {'+'.join(r.get('demos') or [])} | {k}/{n} ({k / n:.0%}) | {lo:.0%}-{hi:.0%} "
+                        f"| {e['mean_episode_length']:.0f} | {d.get('image_effect_ratio', float('nan')):.3f} "
+                        f"| {d.get('wrist_effect_ratio', float('nan')):.3f} | {mse:.3f} ({blank:.3f}) | {ratio} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("names", nargs="+", choices=sorted(LEVERS))
+    r.add_argument("--episodes", type=int, default=50)
+    r.add_argument("--steps", type=int, default=6000)
+    sub.add_parser("record").add_argument("names", nargs="+", choices=sorted(DEMOS))
+    sub.add_parser("table")
+    args = ap.parse_args(argv)
+    if args.cmd == "record":
+        for n in args.names:
+            print(record(n))
+    elif args.cmd == "run":
+        for n in args.names:
+            res = run_lever(n, args.episodes, args.steps)
+            e = res["eval"]
+            print(f"{n}: {e['num_success']}/{e['num_episodes']} image_effect {res['diagnosis'].get('image_effect_ratio')}")
+    else:
+        print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
