@@ -95,17 +95,18 @@ def make_runner_class():
 
 
 def run(args: argparse.Namespace) -> int:
-    from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper, check_rsl_rl_version, handle_deprecated_rsl_rl_cfg
+    import gymnasium as gym
+    from isaaclab_rl.rsl_rl import check_rsl_rl_version, handle_deprecated_rsl_rl_cfg
+    from isaaclab_tasks.utils import parse_env_cfg
     from isaaclab_tasks.utils.parse_cfg import load_cfg_from_registry
 
-    from isaaclab.utils.io import dump_yaml
+    from isaaclab.app import launch_simulation
 
-    from vla_isaac.envs import EnvConfigError, make_env, make_env_cfg, resolve_task
+    from vla_isaac.envs import EnvConfigError, physics_overrides, resolve_task
     from vla_isaac.rl_expert import (
         EXPORT_DIR,
         RLExpertError,
         load_rsl_rl_checkpoint,
-        obs_group_terms,
         recording_task,
         rl_training_task,
     )
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     log_dir = log_dir.expanduser().absolute()
     if any(log_dir.glob("model_*.pt")) or (log_dir / EXPORT_DIR).exists():
         raise RLExpertError(f"--log_dir {log_dir}: already holds a training run; choose another folder")
-    resume = None
+    resume = resume_path = None
     if args.resume:  # load (and validate) before the env is built
         resume_path = latest_checkpoint(Path(args.resume).expanduser())
         resume = load_rsl_rl_checkpoint(resume_path, map_location=args.device)
@@ -131,44 +132,60 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             setattr(agent_cfg, name, getattr(args, name))
     agent_cfg = handle_deprecated_rsl_rl_cfg(agent_cfg, check_rsl_rl_version())
-    env_cfg = make_env_cfg(
-        train_task, num_envs=args.num_envs, device=args.device, backend=args.backend, cameras=False, seed=agent_cfg.seed
-    )
+    # Isaac Lab's own path (as its rsl-rl train script): the registered cfg with its physics preset chosen by
+    # --backend (auto: MuJoCo-C for one CPU env, else MJWarp), gym.make inside launch_simulation
+    env_cfg = parse_env_cfg(
+        train_task, device=args.device, num_envs=args.num_envs,
+        overrides=physics_overrides(args.backend, args.num_envs, args.device),
+    )  # fmt: skip
+    env_cfg.seed = agent_cfg.seed
     env_cfg.log_dir = str(log_dir)
 
     # rsl-rl logs `git status`/`git diff` of the code into the run; keep git from rewriting the index meanwhile
     os.environ.setdefault("GIT_OPTIONAL_LOCKS", "0")
-    env = make_env(env_cfg, launcher_args=args)
-    try:
-        vec_env = RslRlVecEnvWrapper(env, clip_actions=agent_cfg.clip_actions)
-        actor = agent_cfg.actor
-        export_info = dict(
-            task=task,
-            train_task=train_task,
-            obs_terms=obs_group_terms(env, "policy"),
-            hidden_dims=actor.hidden_dims,
-            activation=actor.activation,
-            obs_normalization=actor.obs_normalization,
-            clip_actions=agent_cfg.clip_actions,
-            extra={"seed": agent_cfg.seed, "num_envs": args.num_envs, "backend": env_cfg.backend},
-        )
-        runner = make_runner_class()(vec_env, agent_cfg.to_dict(), str(log_dir), agent_cfg.device, export_info)
-        if resume is not None:
-            runner.alg.load(resume, load_cfg=None, strict=True)  # what OnPolicyRunner.load does, minus the unpickling
-            runner.current_learning_iteration = int(resume["iter"])
-            print(f"[INFO] resumed from {resume_path} (iteration {resume['iter']})")
-        dump_yaml(str(log_dir / "params" / "env.yaml"), env_cfg)
-        dump_yaml(str(log_dir / "params" / "agent.yaml"), agent_cfg)
-        print(f"[INFO] training {train_task} with {args.num_envs} envs ({env_cfg.backend}) for "
-              f"{agent_cfg.max_iterations} iterations; logs: {log_dir}")  # fmt: skip
-        interrupted = False
+    with launch_simulation(env_cfg, args):
+        env = gym.make(train_task, cfg=env_cfg)
         try:
-            runner.learn(agent_cfg.max_iterations, init_at_random_ep_len=agent_cfg.init_at_random_ep_len)
-        except KeyboardInterrupt:
-            interrupted = True
-            runner.save(str(log_dir / f"model_{runner.current_learning_iteration}.pt"))
-    finally:
-        env.close()
+            return train(args, env, env_cfg, agent_cfg, log_dir, task, train_task, resume, resume_path)
+        finally:
+            env.close()
+
+
+def train(args, env, env_cfg, agent_cfg, log_dir: Path, task: str, train_task: str, resume, resume_path) -> int:
+    """PPO on a built env (wrapped for rsl-rl here); saves, exports and prints where the results are."""
+    from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper
+
+    from isaaclab.utils.io import dump_yaml
+
+    from vla_isaac.rl_expert import EXPORT_DIR, obs_group_terms
+
+    vec_env = RslRlVecEnvWrapper(env, clip_actions=agent_cfg.clip_actions)
+    actor = agent_cfg.actor
+    export_info = dict(
+        task=task,
+        train_task=train_task,
+        obs_terms=obs_group_terms(env.unwrapped, "policy"),
+        hidden_dims=actor.hidden_dims,
+        activation=actor.activation,
+        obs_normalization=actor.obs_normalization,
+        clip_actions=agent_cfg.clip_actions,
+        extra={"seed": agent_cfg.seed, "num_envs": args.num_envs, "backend": env_cfg.backend},
+    )
+    runner = make_runner_class()(vec_env, agent_cfg.to_dict(), str(log_dir), agent_cfg.device, export_info)
+    if resume is not None:
+        runner.alg.load(resume, load_cfg=None, strict=True)  # what OnPolicyRunner.load does, minus the unpickling
+        runner.current_learning_iteration = int(resume["iter"])
+        print(f"[INFO] resumed from {resume_path} (iteration {resume['iter']})")
+    dump_yaml(str(log_dir / "params" / "env.yaml"), env_cfg)
+    dump_yaml(str(log_dir / "params" / "agent.yaml"), agent_cfg)
+    print(f"[INFO] training {train_task} with {args.num_envs} envs ({env_cfg.backend}) for "
+          f"{agent_cfg.max_iterations} iterations; logs: {log_dir}")  # fmt: skip
+    interrupted = False
+    try:
+        runner.learn(agent_cfg.max_iterations, init_at_random_ep_len=agent_cfg.init_at_random_ep_len)
+    except KeyboardInterrupt:
+        interrupted = True
+        runner.save(str(log_dir / f"model_{runner.current_learning_iteration}.pt"))
     print(f"checkpoints: {log_dir}/model_*.pt   TensorBoard: tensorboard --logdir {log_dir}")
     print(f"exported expert: {log_dir / EXPORT_DIR}")
     print(f"record with it: python scripts/record_demos.py --task {task} --expert rl "
@@ -178,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # torch's default threads slow the env and PPO down on a busy small CPU
     from vla_isaac.envs import EnvConfigError, UnknownTaskError
     from vla_isaac.physics import BackendError
     from vla_isaac.rl_expert import RLExpertError

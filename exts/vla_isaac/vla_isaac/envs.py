@@ -9,6 +9,12 @@
 ``make_env`` launches the simulation through :func:`isaaclab.app.launch_simulation`, which starts nothing
 for Newton (kit-less) and Isaac Sim's Kit for the ``physx`` backend. Newton is a process-wide singleton:
 one env at a time per process (close it before building the next).
+
+Isaac Lab's own entry points work on the registered ids too (MJWarp by default, any env count)::
+
+    cfg = parse_env_cfg("Stack-Cube", device="cpu", num_envs=64)    # + overrides=["physics=newton_mujoco_c"]
+    with launch_simulation(cfg, {}):
+        env = gym.make("Stack-Cube", cfg=cfg)
 """
 
 from __future__ import annotations
@@ -81,10 +87,14 @@ def make_env_cfg(
 ):
     """The env cfg of ``task``, set up for a backend, device, env count and camera resolution.
 
+    The CLI-side twin of ``parse_env_cfg(task, device, num_envs, overrides=["physics=<preset>"])``: ``backend``
+    picks the task's physics preset (:data:`vla_isaac.physics.BACKEND_PRESETS`) with Isaac Lab's resolver.
+
     Args:
         task: a registered id (``Lift-Cube``, ``Stack-Cube``, ...) or ``lift``/``stack``.
-        backend: ``auto`` (MuJoCo-C for one env on the CPU, else MJWarp), ``mujoco_c``, ``mjwarp`` or
-            ``physx`` (Isaac Sim PhysX + RTX cameras; needs Isaac Sim and an RTX GPU).
+        backend: ``auto`` (MuJoCo-C for one env on the CPU, else MJWarp), ``mujoco_c`` (preset
+            ``newton_mujoco_c``), ``mjwarp`` (``newton_mjwarp``, the registered default) or ``physx``
+            (``isaacsim_physx``: Isaac Sim PhysX + RTX cameras; needs Isaac Sim and an RTX GPU).
         cameras: False drops both cameras and their observation terms (several times faster).
         image_size: (height, width) of both cameras; default (128, 128); (200, 200) matches Cosmos data.
         franka: ``offline`` (example-robot-data USD, built on demand) or ``isaaclab`` (Isaac Lab's asset,
@@ -131,6 +141,14 @@ def make_env_cfg(
     return cfg
 
 
+def physics_overrides(backend: str = "auto", num_envs: int = 1, device: str = "cpu") -> list[str]:
+    """``parse_env_cfg`` overrides selecting the physics preset of a ``--backend`` value (``auto``: MuJoCo-C
+    for one CPU env, else MJWarp), e.g. ``["physics=newton_mujoco_c"]``."""
+    from .physics import BACKEND_PRESETS, resolve_backend
+
+    return [f"physics={BACKEND_PRESETS[resolve_backend(backend, num_envs, device)]}"]
+
+
 def add_sim_args(parser) -> None:
     """Add Isaac Lab's launcher arguments (``--device`` etc.) plus ``--backend`` and ``--image_size``.
 
@@ -149,7 +167,8 @@ def add_sim_args(parser) -> None:
         "--backend",
         default="auto",
         choices=BACKENDS,
-        help="physics backend: auto = MuJoCo-C for 1 env on the CPU, else MJWarp; physx needs Isaac Sim",
+        help="physics backend (selects the task's physics preset): auto = MuJoCo-C for 1 env on the CPU, else "
+        "MJWarp; physx needs Isaac Sim",
     )
     parser.add_argument(
         "--image_size", type=int, nargs=2, default=None, metavar=("H", "W"), help="camera resolution (default 128 128)"
@@ -170,19 +189,16 @@ def make_env(
     cfg_or_task: Any = "Lift-Cube",
     *,
     launcher_args: Any = None,
-    torch_threads: int | None = 1,
     render_mode: str | None = None,
     **cfg_kwargs: Any,
 ):
     """Create a ``ManagerBasedRLEnv`` from an env cfg or a task id (then ``cfg_kwargs`` go to make_env_cfg).
 
     ``launcher_args``: the script's parsed args (``isaaclab.app.add_launcher_args``) or a dict.
-    ``torch_threads=1`` (default) calls ``torch.set_num_threads(1)``: on a busy 2-core machine torch's
-    default threads made each camera-image copy 200x slower (2.4x slower env steps with cameras).
-    ``env.close()`` also closes the simulation launcher.
+    ``env.close()`` also closes the simulation launcher. torch's thread count is left to the caller: our
+    scripts call ``torch.set_num_threads(1)`` (on a busy 2-core machine torch's default threads made each
+    camera-image copy 200x slower, env steps with cameras 2.4x slower).
     """
-    import torch
-
     from isaaclab.app import launch_simulation
 
     if isinstance(cfg_or_task, str):
@@ -191,9 +207,6 @@ def make_env(
         raise EnvConfigError(f"make_env(cfg, ...): options {sorted(cfg_kwargs)} only apply to a task id")
     else:
         cfg = cfg_or_task
-    if torch_threads is not None:
-        torch.set_num_threads(torch_threads)
-
     launch = contextlib.ExitStack()
     launch.enter_context(launch_simulation(cfg, launcher_args if launcher_args is not None else {}))
     try:

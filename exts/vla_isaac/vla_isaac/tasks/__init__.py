@@ -10,3 +10,9 @@ TASK_IDS = (
     "Lift-Cube-RL",  # state-only PPO variant of Lift-Cube (the RL expert trains on it)
     "VLA-Lift-Cube-Franka-RL-v0",
 )
+
+
+def register() -> None:
+    """No-op callback for Isaac Lab's train/play CLIs (``--external_callback vla_isaac.tasks.register``):
+    importing this package registered the tasks already. Returns None: no command-line arguments consumed."""
+    return None
