@@ -86,6 +86,8 @@ def main(argv=None) -> int:
 
     import torch
 
+    torch.set_num_threads(1)  # make_env leaves torch's threads to us; its default ones slow env steps on a small CPU
+
     from vla.eval.metrics import summarize
     from vla.utils.device import DeviceError, resolve_device, resolve_dtype
 

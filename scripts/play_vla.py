@@ -74,6 +74,10 @@ def main(argv=None) -> int:
         viz = None
     args.viz = viz
 
+    import torch
+
+    torch.set_num_threads(1)  # make_env leaves torch's threads to us; its default ones slow env steps on a small CPU
+
     from vla.serving.client import PolicyClient, PolicyServerError, read_api_key
     from vla.utils.device import resolve_device
     from vla_isaac.envs import make_env, make_env_cfg, resolve_task

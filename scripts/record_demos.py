@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.output}: already exists; pass --append to add demos to it or --overwrite to replace it",
               file=sys.stderr)  # fmt: skip
         return 2
+    import torch
+
+    torch.set_num_threads(1)  # make_env leaves torch's threads to us; its default ones slow env steps on a small CPU
     from vla_isaac.envs import EnvConfigError, UnknownTaskError
     from vla_isaac.experts import ExpertError
     from vla_isaac.physics import BackendError

@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # make_env leaves torch's threads to us; its default ones slow env steps on a small CPU
     from vla_isaac.envs import EnvConfigError, UnknownTaskError
     from vla_isaac.physics import BackendError
     from vla_isaac.recording import RecordingError

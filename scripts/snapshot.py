@@ -29,6 +29,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import numpy as np
+    import torch
+
+    torch.set_num_threads(1)  # make_env leaves torch's threads to us; its default ones slow env steps on a small CPU
     from PIL import Image
     from tqdm import trange
 
