@@ -10,6 +10,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every test builds what it needs; nothing is downloaded
 
 
+def pytest_configure(config):
+    # make_env leaves torch's thread count alone (a library must not set it); tests build envs in-process
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def repo_root():
     from pathlib import Path
