@@ -7,8 +7,14 @@ builds its env, warms it up and closes it; configurations are interleaved over r
 every other round) and the median per configuration is reported, so a load change on a shared machine
 hits all of them alike.
 
-    python bench/sim_throughput.py            # ~3 min on 2 cores: 2 rounds, ~3 s per measurement
-    python bench/sim_throughput.py --quick    # ~1.5 min: 1 round, ~1 s per measurement
+    python bench/sim_throughput.py            # ~4.5 min on 2 cores: 2 rounds, ~3 s per measurement
+    python bench/sim_throughput.py --quick    # ~2 min: 1 round, ~1 s per measurement
+    python bench/sim_throughput.py --only render_on_demand   # the camera-schedule table alone
+
+A second table (section ``render_on_demand``) measures what evaluation gains by rendering the cameras
+only on the steps where the policy reads them (``vla_isaac.evaluation.CameraSchedule``, as
+``run_episodes`` applies it): every step vs every 4th / 8th step (a VLA replanning every 4 / 8 steps)
+vs never (the scripted expert, state only), side by side in one run.
 """
 
 from __future__ import annotations
@@ -23,6 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TASKS = ("Lift-Cube", "Stack-Cube")
+RENDER_SETUPS = (("1 env, MuJoCo-C", 1, "mujoco_c"), ("4 envs, MJWarp", 4, "mjwarp"))
+RENDER_SCHEDULES = (  # (column label, controller.image_every)
+    ("every step", None),
+    ("every 4th step", 4),
+    ("every 8th step", 8),
+    ("never (expert)", 0),
+)
 ENV_SETUPS = (  # (column label, num_envs, backend)
     ("1 env, MuJoCo-C", 1, "mujoco_c"),
     ("1 env, MJWarp", 1, "mjwarp"),
@@ -31,13 +44,16 @@ ENV_SETUPS = (  # (column label, num_envs, backend)
 )
 
 
-def measure(task: str, num_envs: int, backend: str, cameras: bool, seconds: float, warmup: int = 3) -> float:
-    """env-steps/s of one configuration (builds and closes its env)."""
+def measure(task: str, num_envs: int, backend: str, cameras: bool, seconds: float, warmup: int = 3,
+            image_every: int | None = None) -> float:
+    """env-steps/s of one configuration (builds and closes its env); ``image_every``: camera schedule."""
     from vla_isaac.envs import make_env
+    from vla_isaac.evaluation import CameraSchedule
     from vla_isaac.experts import ScriptedExpert
 
     env = make_env(task, num_envs=num_envs, backend=backend, cameras=cameras, seed=0)
     try:
+        CameraSchedule(env, image_every).apply()
         expert = ScriptedExpert(env)
         obs, _ = env.reset(seed=0)
         for _ in range(warmup):
@@ -57,15 +73,78 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2, quick 1)")
     parser.add_argument("--seconds", type=float, default=None, help="timed stepping per measurement (default 3)")
     parser.add_argument("--no-write", action="store_true", help="print the table only (no docs/benchmarks.md)")
+    parser.add_argument("--only", choices=["sim_throughput", "render_on_demand"], default=None,
+                        help="run one of the two tables (default: both)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 2)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
 
     import torch
+
+    torch.set_num_threads(1)
+    if args.only != "render_on_demand":
+        sim_throughput_table(args, rounds, seconds)
+    if args.only != "sim_throughput":
+        render_on_demand_table(args, rounds, seconds)
+    return 0
+
+
+def render_on_demand_table(args, rounds: int, seconds: float) -> None:
+    """Lift-Cube with cameras: env-steps/s per camera schedule, interleaved rounds, ratios to every step."""
     from _report import machine
     from tqdm import tqdm
 
-    torch.set_num_threads(1)
+    configs = [(setup, sched) for setup in RENDER_SETUPS for sched in RENDER_SCHEDULES]
+    results: dict[tuple, list[float]] = {c: [] for c in configs}
+    t0 = time.time()
+    with tqdm(total=rounds * len(configs), desc="render schedules") as bar:
+        for r in range(rounds):
+            for config in configs if r % 2 == 0 else configs[::-1]:
+                (_, n, backend), (_, every) = config
+                results[config].append(measure("Lift-Cube", n, backend, True, seconds, image_every=every))
+                bar.update(1)
+    elapsed = time.time() - t0
+    lines = ["| Lift-Cube, 2 x 128x128 cameras | " + " | ".join(f"cameras render {lbl}" for lbl, _ in RENDER_SCHEDULES)
+             + " |", "|" + "---|" * (1 + len(RENDER_SCHEDULES))]
+    for setup in RENDER_SETUPS:
+        base = statistics.median(results[(setup, RENDER_SCHEDULES[0])])
+        cells = []
+        for sched in RENDER_SCHEDULES:
+            v = statistics.median(results[(setup, sched)])
+            cells.append(f"{v:.1f}" if sched is RENDER_SCHEDULES[0] else f"{v:.1f} ({v / base:.2f}x)")
+        lines.append(f"| {setup[0]} | " + " | ".join(cells) + " |")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cmd = "python bench/sim_throughput.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    md = "\n".join(
+        [
+            "## Rendering only when the policy reads the cameras (CPU)",
+            "",
+            "Env steps per second (`num_envs x env.step()/s`) of Lift-Cube with both cameras, the scripted expert "
+            "driving, by camera schedule: `run_episodes` sets the cameras' Isaac Lab `update_period` from the "
+            "controller's image steps (`Controller.image_every`: a VLA's `replan_every`, 0 for the expert), so "
+            "the lazy camera sensors render only on those steps and the observation keeps the last image in "
+            f"between. Median of {rounds} interleaved round(s) of ~{seconds:g} s per configuration; ratio to "
+            f"rendering every step in brackets. `{cmd}`, {machine()}, load average {load:.1f} at the end "
+            f"(other processes share the cores: compare within the table), {elapsed / 60:.1f} min.",
+            "",
+            *lines,
+            "",
+            "Identical observations on the steps the policy reads: `tests/test_eval.py::"
+            "test_render_on_demand_gives_the_policy_identical_observations`. `eval_vla.py --render_all_steps` "
+            "turns the schedule off; a run that records videos renders every step while it records.",
+        ]
+    )
+    print(md)
+    if not args.no_write:
+        from _report import write_section  # noqa: I001
+
+        write_section("render_on_demand", md)
+
+
+def sim_throughput_table(args, rounds: int, seconds: float) -> None:
+    from _report import machine
+    from tqdm import tqdm
+
     configs = [(t, cams, setup) for t in TASKS for cams in (False, True) for setup in ENV_SETUPS]
     results: dict[tuple, list[float]] = {c: [] for c in configs}
     t0 = time.time()
@@ -108,7 +187,6 @@ def main(argv=None) -> int:
         from _report import write_section  # noqa: I001
 
         write_section("sim_throughput", md)
-    return 0
 
 
 if __name__ == "__main__":
