@@ -232,6 +232,10 @@ class _Metrics:
             self.file.close()
 
 
+def _trainable_names(model: torch.nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
 # ---------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, plan: RunPlan, show_progress: bool = True):
@@ -361,7 +365,6 @@ class Trainer:
         self.ema = HeadEMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
         self.model, self.optimizer, self.scheduler = acc.prepare(self.model, self.optimizer, self.scheduler)
         # training states hold the trainable weights only: the frozen backbone comes from the preset
-        self._trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
         acc.register_save_state_pre_hook(self._keep_trainable_weights)
         acc.register_load_state_pre_hook(self._check_saved_weights)
         self.start_step = 0
@@ -383,8 +386,9 @@ class Trainer:
 
     def _keep_trainable_weights(self, models, weights, output_dir) -> None:
         """``save_state`` pre-hook: drop the frozen backbone from the saved weights (7B: 15 GB per state)."""
-        for w in weights:
-            for k in [k for k in w if k not in self._trainable]:
+        for model, w in zip(models, weights):  # names as accelerate gives them (with or without a wrapper)
+            keep = _trainable_names(model)
+            for k in [k for k in w if k not in keep]:
                 del w[k]
 
     def _check_saved_weights(self, models, input_dir) -> None:
@@ -396,8 +400,9 @@ class Trainer:
             return
         with safe_open(str(path), "pt") as f:
             saved = set(f.keys())
-        if saved != self._trainable:
-            missing, extra = sorted(self._trainable - saved)[:3], sorted(saved - self._trainable)[:3]
+        expected = _trainable_names(models[0])  # load_state then loads them with strict=False
+        if saved != expected:
+            missing, extra = sorted(expected - saved)[:3], sorted(saved - expected)[:3]
             raise TrainingStateError(
                 f"{path}: weights don't match the model (missing {missing}, unexpected {extra}); "
                 "resume with the run's own model config"
