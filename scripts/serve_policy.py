@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise drawn for requests that carry none")
     p.add_argument("--max_batch", type=int, default=16, help="most observations per model call")
     p.add_argument("--batch_wait_ms", type=float, default=1.0,
-                   help="after a first request, wait this long for others to batch with it")
+                   help="after each request, wait this long for another to batch with it (at most 8x in all)")
     p.add_argument("--max_message_mb", type=float, default=8.0, help="larger messages close the connection")
     p.add_argument("--max_connections", type=int, default=64)
     return p

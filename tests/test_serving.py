@@ -216,16 +216,17 @@ def tiny_server(tiny_checkpoint):
     from vla.serving.runner import ModelRunner
 
     runner = ModelRunner.from_checkpoint(tiny_checkpoint, seed=0)
-    thread = ServerThread(PolicyServer(runner, port=0))
+    server = PolicyServer(runner, port=0)
+    thread = ServerThread(server)
     url = thread.start()
-    yield url, runner
+    yield url, runner, server
     thread.stop()
 
 
 def test_openpi_client_gets_actions_from_a_checkpoint(tiny_server):
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
-    url, runner = tiny_server
+    url, runner, _ = tiny_server
     client = WebsocketClientPolicy(url)
     meta = client.get_server_metadata()
     assert meta["action_horizon"] == 16 and meta["action_dim"] == 7 and meta["image_size"] == [64, 64]
@@ -263,10 +264,11 @@ def test_remote_policy_matches_local_policy(tiny_server, tiny_checkpoint, tempor
     from vla_isaac.policy import VLAPolicy
     from vla_isaac.remote_policy import RemotePolicy
 
-    url, _ = tiny_server
+    url, _, server = tiny_server
     kw = dict(num_envs=2, replan_every=3, seed=7, temporal_ensemble=temporal_ensemble)
     local = VLAPolicy(tiny_checkpoint, None, **kw)
     remote = RemotePolicy(url, None, **kw)
+    calls_before = len(server.batcher.batch_sizes)
     try:
         assert (remote.chunk, remote.action_dim, remote.image_size) == (16, 7, (64, 64))
         assert remote.key_mapping == local.key_mapping and remote.instruction == local.instruction
@@ -277,6 +279,8 @@ def test_remote_policy_matches_local_policy(tiny_server, tiny_checkpoint, tempor
             obs = _policy_obs(step=step)
             np.testing.assert_allclose(remote(obs).numpy(), local(obs).numpy(), rtol=0, atol=1e-5)
         assert remote.num_model_calls == local.num_model_calls == 4  # steps 0, 3, 4 (env 1 reset), 6
+        # the envs that replan together are one model call on the server (their messages announce each other)
+        assert server.batcher.batch_sizes[calls_before:] == [2, 2, 1, 1]
     finally:
         remote.close()
 
@@ -352,7 +356,7 @@ def test_eval_through_the_server_equals_in_process(tiny_server, tiny_checkpoint)
     from vla_isaac.envs import make_env, make_env_cfg
     from vla_isaac.evaluation import make_controller, run_episodes
 
-    url, _ = tiny_server
+    url, *_ = tiny_server
     cfg = make_env_cfg("Lift-Cube", num_envs=1, image_size=TINY_IMAGE, seed=0)
     cfg.episode_length_s = 1.5
     env = make_env(cfg)
@@ -377,7 +381,7 @@ def test_eval_vla_cli_with_policy_server(repo_root, tiny_server, tmp_path):
     import json
     import socket
 
-    url, _ = tiny_server
+    url, *_ = tiny_server
     cmd = [sys.executable, "scripts/eval_vla.py", "--task", "Lift-Cube", "--policy_server", url, "--num_episodes", "2",
            "--episode_length_s", "1.0", "--image_size", "64", "64", "--videos", "0", "--no_progress",
            "--output", str(tmp_path / "eval")]

@@ -1,10 +1,11 @@
 """Micro-batching for the policy server: requests that arrive together go to the model in one call.
 
 Connection handlers ``submit`` validated samples and await their result without blocking the event
-loop; one batching task collects everything queued (up to ``max_batch``, waiting at most ``max_wait_s``
-after the first request) and runs ``fn(samples) -> per-sample results`` in a single worker thread, so
-one model call runs at a time (a GPU serves one batch at a time anyway) while the loop keeps reading,
-answering pings and health checks. Requests that arrive during a model call form the next batch.
+loop; one batching task collects everything queued (up to ``max_batch``, waiting ``max_wait_s`` after the
+first request, longer while a client announces that more of its requests follow) and runs
+``fn(samples) -> per-sample results`` in a single worker thread, so one model call runs at a time (a GPU
+serves one batch at a time anyway) while the loop keeps reading, answering pings and health checks.
+Requests that arrive during a model call form the next batch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+MAX_BURST_WAIT_S = 0.05  # the longest a batch waits for the rest of a burst its client announced
 
 
 @dataclass
@@ -40,22 +43,26 @@ class Batcher:
         self._queue = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="vla-batcher")
 
-    def submit(self, item: Any) -> asyncio.Future:
-        """Queue ``item``; the future resolves to ``(result, BatchTiming)`` or to the model call's exception."""
+    def submit(self, item: Any, more: int = 0) -> asyncio.Future:
+        """Queue ``item`` (``more``: requests its client sends right after it, to batch with it); the future
+        resolves to ``(result, BatchTiming)`` or to the model call's exception."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() must run on the event loop first")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, fut, time.perf_counter()))
+        self._queue.put_nowait((item, fut, time.perf_counter(), more))
         return fut
 
     async def _collect(self) -> list:
+        """Wait for a first request, then gather more: for ``max_wait_s``, and for as long as the latest one
+        says more follow (a client's pipelined burst, up to ``MAX_BURST_WAIT_S``)."""
         batch = [await self._queue.get()]
-        deadline = time.perf_counter() + self.max_wait_s
+        start = time.perf_counter()
         while len(batch) < self.max_batch:
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 continue
-            remaining = deadline - time.perf_counter()
+            wait = MAX_BURST_WAIT_S if batch[-1][3] > 0 else self.max_wait_s
+            remaining = start + wait - time.perf_counter()
             if remaining <= 0:
                 break
             try:
@@ -76,18 +83,18 @@ class Batcher:
                 if len(results) != len(batch):
                     raise RuntimeError(f"model returned {len(results)} results for a batch of {len(batch)}")
             except asyncio.CancelledError:  # shutting down mid-call
-                for _, fut, _ in batch:
+                for _, fut, *_ in batch:
                     fut.cancel()
                 raise
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the error, the server goes on
-                for _, fut, _ in batch:
+                for _, fut, *_ in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
             infer_ms = (time.perf_counter() - t0) * 1e3
             self.num_calls += 1
             self.batch_sizes.append(len(batch))
-            for (_, fut, t_submit), result in zip(batch, results, strict=True):
+            for (_, fut, t_submit, _), result in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result((result, BatchTiming((t0 - t_submit) * 1e3, infer_ms, len(batch))))
 
@@ -102,7 +109,7 @@ class Batcher:
             self._task = None
         if self._queue is not None:
             while not self._queue.empty():
-                _, fut, _ = self._queue.get_nowait()
+                _, fut, *_ = self._queue.get_nowait()
                 if not fut.done():
                     fut.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)

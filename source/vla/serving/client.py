@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import connect
 
 from vla.serving.codec import CodecError, packb, unpackb
+from vla.serving.spec import BURST_KEY, POLICY_KIND
 
 API_KEY_ENV = "VLA_POLICY_API_KEY"
 START_HINT = "start one with: python scripts/serve_policy.py --checkpoint CKPT --port PORT"
@@ -110,10 +111,15 @@ class PolicyClient:
         return f"policy server {self.url} closed the connection ({reason}); is it still running?"
 
     def infer_many(self, observations: Sequence[Mapping]) -> list[dict]:
-        """Send every observation, then read the replies in order (the server may batch them)."""
+        """Send every observation, then read the replies in order; a vla-isaac server batches them into one
+        model call (each says how many follow it)."""
+        burst = self.metadata.get("policy") == POLICY_KIND and len(observations) > 1
         try:
-            for obs in observations:
-                self._ws.send(packb(dict(obs)))
+            for i, obs in enumerate(observations):
+                msg = dict(obs)
+                if burst:
+                    msg[BURST_KEY] = len(observations) - 1 - i
+                self._ws.send(packb(msg))
         except ConnectionClosed as exc:
             raise PolicyServerError(self._closed(exc)) from None
         replies, first_error = [], None

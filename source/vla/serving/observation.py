@@ -9,6 +9,8 @@ LIBERO-style names; keys the policy does not use are ignored:
     proprio         each <proprio key> (dim,)  or  "observation/state" (proprio_dim,), in key-mapping order
     instruction     "prompt" (str), default the checkpoint's instruction
     noise           "noise" (chunk, action_dim) float, optional: fixes the flow-matching start (reproducibility)
+    burst           "burst_remaining" int, optional: how many observations this client sends right after this
+                    one (e.g. one per env); the server waits for them so they share one model call
 
 Images go through the same resize as training (``vla.data.preprocess.resize_images``).
 """
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from vla.data.preprocess import resize_images
-from vla.serving.spec import NOISE_KEY, OPENPI_IMAGE, OPENPI_PROMPT, OPENPI_STATE, OPENPI_WRIST_IMAGE, PolicySpec
+from vla.serving.spec import BURST_KEY, NOISE_KEY, OPENPI_IMAGE, OPENPI_PROMPT, OPENPI_STATE, OPENPI_WRIST_IMAGE, PolicySpec
 
 MAX_IMAGE_SIDE = 4096
 MAX_PROMPT_CHARS = 2000
+MAX_BURST = 1024
 
 
 class ObservationError(ValueError):
@@ -38,6 +41,7 @@ class Sample:
     proprio: np.ndarray  # (proprio_dim,) float32
     instruction: str
     noise: np.ndarray | None  # (chunk, action_dim) float32, or None: the server draws it
+    more: int = 0  # observations its client sends right after it (burst_remaining)
 
 
 def _pick(obs: Mapping, names: list[str], what: str, hint: str):
@@ -107,4 +111,9 @@ def parse_observation(obs, spec: PolicySpec) -> Sample:
     noise = None
     if NOISE_KEY in obs:
         noise = _vector(NOISE_KEY, obs[NOISE_KEY], (spec.chunk, spec.action_dim))
-    return Sample(ctx, wrist, proprio, instruction, noise)
+    more = obs.get(BURST_KEY, 0)
+    if isinstance(more, np.integer):
+        more = int(more)
+    if not isinstance(more, int) or isinstance(more, bool) or not 0 <= more <= MAX_BURST:
+        raise ObservationError(f"observation {BURST_KEY!r}: expected an int in 0..{MAX_BURST}, got {more!r}")
+    return Sample(ctx, wrist, proprio, instruction, noise, more)

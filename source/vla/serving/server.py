@@ -101,7 +101,7 @@ class PolicyServer:
                     await replies.put(("error", str(exc), t0))
                     continue
                 self.num_requests += 1
-                await replies.put(("ok", self.batcher.submit(sample), t0))
+                await replies.put(("ok", self.batcher.submit(sample, more=sample.more), t0))
         except ConnectionClosed as exc:
             log.info("client %s: connection closed (%s)", peer, exc)
         finally:  # the connection is closed: nothing more can be sent on it

@@ -24,6 +24,7 @@ OPENPI_WRIST_IMAGE = "observation/wrist_image"
 OPENPI_STATE = "observation/state"
 OPENPI_PROMPT = "prompt"
 NOISE_KEY = "noise"
+BURST_KEY = "burst_remaining"  # observations the client sends right after this one: batch them together
 
 
 class SpecError(ValueError):
@@ -70,6 +71,7 @@ class PolicySpec:
                 "state": [OPENPI_STATE, self.proprio_dim],
                 "prompt": OPENPI_PROMPT,
                 "noise": [NOISE_KEY, [self.chunk, self.action_dim]],
+                "burst_remaining": BURST_KEY,
             },
             **extra,
         }
