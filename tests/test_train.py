@@ -255,3 +255,30 @@ def test_missing_aux_state_key_is_a_clear_error(lift_file, tmp_path):
     with pytest.raises(TrainConfigError, match=r"obs/cube_pose missing.*aux_state.keys=\[\]"):
         plan_run(_cfg([lift_file], tmp_path / "x", **{"aux_state.keys": ["cube_pose"]}))
     assert not (tmp_path / "x").exists()
+
+
+def test_ema_checkpoint_holds_the_average_and_resumes_exactly(lift_file, tmp_path):
+    """EMA (AveragedModel over the head): final/ holds the averaged weights, not the raw ones, and a run
+    resumed from its step-10 state ends with the same averaged weights as the uninterrupted run."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    over = {"ema.enabled": True, "ema.decay": 0.9, "max_steps": 20, "save_every": 10, "val_every": 0,
+            "image_effect_samples": 0, "optim.warmup_steps": 2}
+    ref = tmp_path / "ref"
+    train(_cfg([lift_file], ref, **over), show_progress=False)
+    state = ref / "training_state" / "step_000020"
+    head, raw, ema = (load_file(str(p)) for p in (ref / "final" / "head.safetensors", state / "model.safetensors",
+                                                   state / "ema.safetensors"))
+    trained = [k for k in head if k in raw]
+    assert len(trained) > 10 and int(ema["n_averaged"]) == 20
+    assert all(torch.equal(head[k], ema[f"module.{k}"]) for k in trained)
+    assert not all(torch.equal(head[k], raw[k]) for k in trained)
+
+    run = tmp_path / "run"  # the run as it stood after its step-10 state
+    shutil.copytree(ref, run, ignore=shutil.ignore_patterns("step_000020", "final", "summary.json"))
+    summary = train(_cfg([lift_file], run, **over), resume=True, show_progress=False)
+    assert summary["resumed_from_step"] == 10
+    resumed = load_file(str(run / "final" / "head.safetensors"))
+    assert all(torch.equal(resumed[k], head[k]) for k in head)
