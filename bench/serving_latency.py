@@ -143,7 +143,8 @@ def main() -> int:
         "`scripts/serve_policy.py --device cpu --dtype float32` in a second process on 127.0.0.1 (default "
         "batching); client: `vla.serving.client.PolicyClient.infer_many`, B pipelined "
         "openpi-format messages.",
-        f"Machine: {_machine()}; 1-min load average at start {load:.1f} (shared cores: compare within the run).",
+        f"Command: `{' '.join(['python bench/serving_latency.py', *sys.argv[1:]])}`. Machine: {_machine()}; "
+        f"1-min load average at start {load:.1f} (shared cores: compare within the run).",
         "",
         "| batch | in-process `predict_action` (ms) | served round trip (ms) | added by serving (ms), median "
         "[quartiles] | served / in-process | server model calls (ms) | round trip - server model calls (ms) | "
