@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from _report import DOC, write_section  # noqa: E402
 
-BENCHES = ["sim_throughput.py", "expert_success.py", "model_latency.py", "train_throughput.py"]
+BENCHES = ["sim_throughput.py", "expert_success.py", "model_latency.py", "train_throughput.py", "serving_latency.py"]
 
 ESTIMATE_7B = """## Paper estimate: the 7B preset on one H100
 
