@@ -1,4 +1,5 @@
-"""The Lift-Cube and Stack-Cube environments, for real on the CPU (Newton MJWarp, 2 envs, 2 cameras).
+"""The Lift-Cube and Stack-Cube environments through ``make_env``, for real on the CPU (Newton MJWarp, 2 envs,
+2 cameras). Isaac Lab's own entry points (``parse_env_cfg`` + ``gym.make``) are in test_env_registry.py.
 
 Newton is a process-wide singleton, so one env exists at a time: the ``env`` fixture is module-scoped and
 parametrized over the tasks (pytest finishes one task's env before building the next).
@@ -26,13 +27,25 @@ POLICY_KEYS = {
 }
 
 
+THREADS_AFTER_MAKE_ENV = {}
+
+
 @pytest.fixture(scope="module", params=["Lift-Cube", "Stack-Cube"])
 def env(request):
     from vla_isaac.envs import make_env
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     env = make_env(request.param, num_envs=NUM_ENVS, cameras=True, seed=0)
+    THREADS_AFTER_MAKE_ENV[request.param] = torch.get_num_threads()
+    torch.set_num_threads(threads)
     yield env
     env.close()
+
+
+def test_make_env_leaves_torch_threads_alone(env):
+    """A library call must not change torch's process-wide thread count (the scripts set it)."""
+    assert set(THREADS_AFTER_MAKE_ENV.values()) == {2}, THREADS_AFTER_MAKE_ENV
 
 
 def _task(env) -> str:
@@ -211,6 +224,8 @@ def test_make_env_cfg_options():
 
     cfg = make_env_cfg("Stack-Cube", num_envs=4, image_size=(200, 200))
     assert cfg.backend == "mjwarp" and not cfg.sim.physics.solver_cfg.use_mujoco_cpu
+    with pytest.raises(AttributeError, match="physics preset"):  # no switch behind the presets' back
+        cfg.backend = "mujoco_c"
     assert (cfg.scene.table_cam.height, cfg.scene.wrist_cam.width) == (200, 200)
 
     # the Isaac Sim path is only constructed here (it needs Kit and an RTX GPU to run)
@@ -221,5 +236,9 @@ def test_make_env_cfg_options():
 
     with pytest.raises(BackendError, match="one env per process"):
         make_env_cfg("Stack-Cube", num_envs=2, backend="mujoco_c")
+    with pytest.raises(BackendError, match="CPU only"):
+        make_env_cfg("Stack-Cube", backend="mujoco_c", device="cuda:0")
+    with pytest.raises(BackendError, match="choose one of"):
+        make_env_cfg("Stack-Cube", backend="newton")
     with pytest.raises(EnvConfigError, match="no 'episode_lenght_s'"):
         make_env_cfg("Lift-Cube", episode_lenght_s=3.0)
