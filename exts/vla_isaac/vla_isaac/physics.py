@@ -178,8 +178,3 @@ def validate_env_physics(env_cfg) -> None:
     """Check a resolved env cfg's physics preset against its env count and device (the env cfgs'
     ``validate_config`` calls this when an env is built, after ``parse_env_cfg`` set both)."""
     check_backend(backend_of(env_cfg.sim.physics), env_cfg.scene.num_envs, env_cfg.sim.device, option="physics")
-
-
-def renderer_cfg(backend: str):
-    """Camera renderer of a concrete backend: Newton's Warp ray tracer (CPU or GPU), or Isaac RTX with PhysX."""
-    return IsaacRtxRendererCfg() if backend == "physx" else NewtonWarpRendererCfg()
