@@ -144,9 +144,9 @@ class PolicyServer:
         self.batcher.start()
         try:
             async with serve(self._handler, self.host, self.port, process_request=self._process_request,
-                             max_size=self.max_message_bytes, compression=None, logger=log) as server:
+                             max_size=self.max_message_bytes, compression=None) as server:
                 self.port = server.sockets[0].getsockname()[1]
-                log.info("serving on ws://%s:%d", self.host, self.port)
+                log.debug("serving on ws://%s:%d", self.host, self.port)
                 if on_ready is not None:
                     on_ready(self)
                 await (stop.wait() if isinstance(stop, asyncio.Event) else stop)
