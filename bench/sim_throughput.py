@@ -7,9 +7,9 @@ builds its env, warms it up and closes it; configurations are interleaved over r
 every other round) and the median per configuration is reported, so a load change on a shared machine
 hits all of them alike.
 
-    python bench/sim_throughput.py            # ~4.5 min on 2 cores: 2 rounds, ~3 s per measurement
-    python bench/sim_throughput.py --quick    # ~2 min: 1 round, ~1 s per measurement
-    python bench/sim_throughput.py --only render_on_demand   # the camera-schedule table alone
+    python bench/sim_throughput.py            # ~5 min on 2 cores: 2 rounds, ~3 s per measurement
+    python bench/sim_throughput.py --quick    # ~2.5 min: 1 round, ~1 s per measurement
+    python bench/sim_throughput.py --only render_on_demand   # the camera-schedule table alone (~2.5 min)
 
 A second table (section ``render_on_demand``) measures what evaluation gains by rendering the cameras
 only on the steps where the policy reads them (``vla_isaac.evaluation.CameraSchedule``, as
@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TASKS = ("Lift-Cube", "Stack-Cube")
-RENDER_SETUPS = (("1 env, MuJoCo-C", 1, "mujoco_c"), ("4 envs, MJWarp", 4, "mjwarp"))
+RENDER_SETUPS = (("1 env, MuJoCo-C", 1, "mujoco_c", 6), ("4 envs, MJWarp", 4, "mjwarp", 2))  # + blocks per round
+RENDER_BLOCK_STEPS = 16  # env.step() calls per block: two periods of the slowest schedule
 RENDER_SCHEDULES = (  # (column label, controller.image_every)
     ("every step", None),
     ("every 4th step", 4),
@@ -44,16 +45,13 @@ ENV_SETUPS = (  # (column label, num_envs, backend)
 )
 
 
-def measure(task: str, num_envs: int, backend: str, cameras: bool, seconds: float, warmup: int = 3,
-            image_every: int | None = None) -> float:
-    """env-steps/s of one configuration (builds and closes its env); ``image_every``: camera schedule."""
+def measure(task: str, num_envs: int, backend: str, cameras: bool, seconds: float, warmup: int = 3) -> float:
+    """env-steps/s of one configuration (builds and closes its env)."""
     from vla_isaac.envs import make_env
-    from vla_isaac.evaluation import CameraSchedule
     from vla_isaac.experts import ScriptedExpert
 
     env = make_env(task, num_envs=num_envs, backend=backend, cameras=cameras, seed=0)
     try:
-        CameraSchedule(env, image_every).apply()
         expert = ScriptedExpert(env)
         obs, _ = env.reset(seed=0)
         for _ in range(warmup):
@@ -85,36 +83,85 @@ def main(argv=None) -> int:
     if args.only != "render_on_demand":
         sim_throughput_table(args, rounds, seconds)
     if args.only != "sim_throughput":
-        render_on_demand_table(args, rounds, seconds)
+        render_on_demand_table(args, rounds)
     return 0
 
 
-def render_on_demand_table(args, rounds: int, seconds: float) -> None:
-    """Lift-Cube with cameras: env-steps/s per camera schedule, interleaved rounds, ratios to every step."""
+def measure_schedules(num_envs: int, backend: str, blocks: int, block_steps: int) -> dict:
+    """One Lift-Cube env with cameras, the scripted expert driving; the camera schedules take turns in
+    blocks of ``block_steps`` env steps (order reversed every other block), so load changes on a shared
+    machine hit all of them alike. Per schedule: env-steps/s of each block, camera renders and seconds spent rendering
+    (each camera's ``_update_buffers_impl`` is timed when an env was due)."""
+    from vla_isaac.envs import make_env
+    from vla_isaac.evaluation import CameraSchedule, camera_sensors
+    from vla_isaac.experts import ScriptedExpert
+
+    env = make_env("Lift-Cube", num_envs=num_envs, backend=backend, cameras=True, seed=0)
+    tally = {"renders": 0, "render_s": 0.0}
+    try:
+        for cam in camera_sensors(env):
+            impl = cam._update_buffers_impl
+
+            def timed(mask, impl=impl, cam=cam):
+                if not cam._env_mask_has_any(mask):
+                    return impl(mask)
+                t = time.perf_counter()
+                out = impl(mask)
+                tally["render_s"] += time.perf_counter() - t
+                tally["renders"] += 1
+                return out
+
+            cam._update_buffers_impl = timed
+        expert = ScriptedExpert(env)
+        obs, _ = env.reset(seed=0)
+        for _ in range(3):
+            obs, *_ = env.step(expert(obs))
+        out = {every: {"rates": [], "steps": 0, "renders": 0, "render_s": 0.0} for _, every in RENDER_SCHEDULES}
+        for b in range(blocks):
+            for _, every in RENDER_SCHEDULES if b % 2 == 0 else RENDER_SCHEDULES[::-1]:
+                schedule = CameraSchedule(env, every)
+                schedule.apply()
+                obs, *_ = env.step(expert(obs))  # the switch step is not timed
+                tally.update(renders=0, render_s=0.0)
+                start = time.perf_counter()
+                for _ in range(block_steps):
+                    obs, *_ = env.step(expert(obs))
+                steps = block_steps
+                rec = out[every]
+                rec["rates"].append(num_envs * steps / (time.perf_counter() - start))
+                rec["steps"] += steps
+                rec["renders"] += tally["renders"]
+                rec["render_s"] += tally["render_s"]
+                schedule.restore()
+        return out
+    finally:
+        env.close()
+
+
+def render_on_demand_table(args, rounds: int) -> None:
+    """Lift-Cube with cameras: env-steps/s per camera schedule, blocks interleaved in one env, ratios to every step."""
     from _report import machine
     from tqdm import tqdm
 
-    configs = [(setup, sched) for setup in RENDER_SETUPS for sched in RENDER_SCHEDULES]
-    results: dict[tuple, list[float]] = {c: [] for c in configs}
+    results = {}
     t0 = time.time()
-    with tqdm(total=rounds * len(configs), desc="render schedules") as bar:
-        for r in range(rounds):
-            for config in configs if r % 2 == 0 else configs[::-1]:
-                (_, n, backend), (_, every) = config
-                results[config].append(measure("Lift-Cube", n, backend, True, seconds, image_every=every))
-                bar.update(1)
+    for setup in tqdm(RENDER_SETUPS, desc="render schedules"):
+        _, n, backend, per_round = setup
+        results[setup] = measure_schedules(n, backend, per_round * rounds, RENDER_BLOCK_STEPS)
     elapsed = time.time() - t0
-    lines = ["| Lift-Cube, 2 x 128x128 cameras | " + " | ".join(f"cameras render {lbl}" for lbl, _ in RENDER_SCHEDULES)
-             + " |", "|" + "---|" * (1 + len(RENDER_SCHEDULES))]
+    lines = ["| Lift-Cube, 2 x 128x128 cameras | cameras render | env-steps/s | vs every step "
+             "| camera renders per env.step() | ms rendering per env.step() |", "|---|---|---|---|---|---|"]
     for setup in RENDER_SETUPS:
-        base = statistics.median(results[(setup, RENDER_SCHEDULES[0])])
-        cells = []
-        for sched in RENDER_SCHEDULES:
-            v = statistics.median(results[(setup, sched)])
-            cells.append(f"{v:.1f}" if sched is RENDER_SCHEDULES[0] else f"{v:.1f} ({v / base:.2f}x)")
-        lines.append(f"| {setup[0]} | " + " | ".join(cells) + " |")
+        base = statistics.median(results[setup][None]["rates"])
+        for label, every in RENDER_SCHEDULES:
+            rec = results[setup][every]
+            v = statistics.median(rec["rates"])
+            lines.append(f"| {setup[0]} | {label} | {v:.1f} | {v / base:.2f}x | {rec['renders'] / rec['steps']:.2f} "
+                         f"| {1000 * rec['render_s'] / rec['steps']:.1f} |")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    cmd = "python bench/sim_throughput.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    flags = [("--quick", args.quick), (f"--rounds {args.rounds}", args.rounds),
+             (f"--seconds {args.seconds}", args.seconds), (f"--only {args.only}", args.only)]
+    cmd = " ".join(["python bench/sim_throughput.py"] + [f for f, on in flags if on])
     md = "\n".join(
         [
             "## Rendering only when the policy reads the cameras (CPU)",
@@ -123,15 +170,20 @@ def render_on_demand_table(args, rounds: int, seconds: float) -> None:
             "driving, by camera schedule: `run_episodes` sets the cameras' Isaac Lab `update_period` from the "
             "controller's image steps (`Controller.image_every`: a VLA's `replan_every`, 0 for the expert), so "
             "the lazy camera sensors render only on those steps and the observation keeps the last image in "
-            f"between. Median of {rounds} interleaved round(s) of ~{seconds:g} s per configuration; ratio to "
-            f"rendering every step in brackets. `{cmd}`, {machine()}, load average {load:.1f} at the end "
+            "between. One env per row group, the schedules taking turns in blocks of "
+            f"{RENDER_BLOCK_STEPS} env steps ({', '.join(f'{s[0]}: {s[3] * rounds}' for s in RENDER_SETUPS)} "
+            "blocks each, order reversed every other block); median env-steps/s over the blocks, render counts and "
+            f"render time (two cameras) summed over them. `{cmd}`, {machine()}, load average {load:.1f} at the end "
             f"(other processes share the cores: compare within the table), {elapsed / 60:.1f} min.",
             "",
             *lines,
             "",
             "Identical observations on the steps the policy reads: `tests/test_eval.py::"
             "test_render_on_demand_gives_the_policy_identical_observations`. `eval_vla.py --render_all_steps` "
-            "turns the schedule off; a run that records videos renders every step while it records.",
+            "turns the schedule off; a run that records videos renders every step while it records. Each env keeps "
+            "its own schedule (episode steps 0, k, 2k, ... since its last reset) and a camera renders all envs when "
+            "any of them is due, so once the envs' episodes end at different steps a batch renders more often than "
+            "every k-th step (the MJWarp rows; reset steps render too).",
         ]
     )
     print(md)

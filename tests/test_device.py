@@ -71,3 +71,17 @@ def test_scripts_default_dtype_is_resolved_not_fixed():
     from vla_isaac.policy import VLAPolicy
 
     assert inspect.signature(VLAPolicy).parameters["dtype"].default is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_scripts_reject_unusable_devices_with_one_line(repo_root, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "scripts/diagnose_vla.py", "--checkpoint", str(tmp_path), "--dataset", "x.hdf5",
+                        "--device", "gpu0"], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--device 'gpu0'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "scripts/eval_vla.py", "--task", "Lift-Cube", "--policy", "expert",
+                        "--device", "cuda:0", "--output", str(tmp_path / "e")], cwd=repo_root, capture_output=True,
+                       text=True, timeout=300, env={**__import__("os").environ, "LOCAL_RANK": "1"})
+    assert r.returncode == 2 and "cuda:1" in r.stderr and "0 GPU" in r.stderr, r.stderr[-500:]
