@@ -7,6 +7,7 @@ Examples::
     isaaclab -p scripts/play_vla.py --task Stack-Cube --checkpoint CKPT --viz kit   # pip install with Isaac Sim
     python scripts/play_vla.py --task Lift-Cube --checkpoint CKPT --viz newton_gl   # kit-less, Newton's GL viewer
     python scripts/play_vla.py --task Lift-Cube --checkpoint CKPT --video           # headless, writes an mp4
+    python scripts/play_vla.py --task Lift-Cube --policy_server ws://127.0.0.1:8000 # served: scripts/serve_policy.py
 
 A viewer is used when one is requested and a display exists; otherwise it runs headless.
 No checkpoint yet? ``make demo`` trains a tiny one on the CPU in minutes, or see README "Training".

@@ -105,6 +105,8 @@ def test_codec_speaks_openpi_and_refuses_what_it_must():
         unpackb(b"\xc1 not msgpack")
     with pytest.raises(CodecError):
         packb({"x": np.array([object()])})
+    with pytest.raises(CodecError, match="needs"):  # a shape whose int64 product would wrap around
+        unpackb(array("|u1", [2**32, 2**32], b"\0" * 8))
 
 
 # ---------------------------------------------------------------------- safety and protocol (stub model)
@@ -162,6 +164,14 @@ def test_refusals_leave_the_server_and_other_clients_serving():
         served()
         good.close()
     assert server.num_errors >= 7
+
+
+def test_connection_limit():
+    with ServerThread(PolicyServer(StubRunner(), port=0, max_connections=1)) as url:
+        with PolicyClient(url) as first:
+            with pytest.raises(PolicyServerError, match="HTTP 503"):
+                PolicyClient(url)
+            assert first.infer(libero_obs(side=32))["actions"].shape == (16, 7)
 
 
 def test_inference_does_not_block_the_loop_and_requests_are_batched():
@@ -227,6 +237,7 @@ def test_openpi_client_gets_actions_from_a_checkpoint(tiny_server):
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
     url, runner, _ = tiny_server
+    assert int(np.__version__.split(".")[0]) >= 2  # openpi-client (declares numpy<2) installed without its deps
     client = WebsocketClientPolicy(url)
     meta = client.get_server_metadata()
     assert meta["action_horizon"] == 16 and meta["action_dim"] == 7 and meta["image_size"] == [64, 64]

@@ -19,6 +19,7 @@ from vla.serving.codec import CodecError, packb, unpackb
 from vla.serving.spec import BURST_KEY, POLICY_KIND
 
 API_KEY_ENV = "VLA_POLICY_API_KEY"
+MAX_REPLY_BYTES = 16 << 20  # replies are a (chunk, action_dim) array and timings: a few kB
 START_HINT = "start one with: python scripts/serve_policy.py --checkpoint CKPT --port PORT"
 
 
@@ -61,7 +62,7 @@ class PolicyClient:
             raise ValueError(f"policy server address must look like ws://HOST:PORT, got {url!r}")
         headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
         try:
-            self._ws = connect(url, additional_headers=headers, compression=None, max_size=None,
+            self._ws = connect(url, additional_headers=headers, compression=None, max_size=MAX_REPLY_BYTES,
                                open_timeout=open_timeout_s)
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -9,6 +9,7 @@ complex dtypes, msgpack extension types and inconsistent sizes raise ``CodecErro
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
@@ -69,7 +70,7 @@ def _decode(d: dict) -> Any:
         data = _field(d, "data")
         if not isinstance(data, bytes):
             raise CodecError(f"array data must be bytes, got {type(data).__name__}")
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
         if len(data) != expected:
             raise CodecError(f"array data has {len(data)} bytes but shape {list(shape)} of {dtype} needs {expected}")
         arr = np.frombuffer(data, dtype=dtype).reshape(shape)
