@@ -97,7 +97,7 @@ def main() -> int:
                         for i in range(batch)]
                 local_out = {}
 
-                def local(ctx=ctx, wrist=wrist, proprio=proprio, noise=noise, batch=batch):
+                def local(ctx=ctx, wrist=wrist, proprio=proprio, noise=noise, batch=batch, local_out=local_out):
                     with torch.inference_mode():  # as the server's ModelRunner calls it
                         local_out[batch] = model.predict_action(ctx, wrist, [INSTRUCTION] * batch,
                                                                 torch.from_numpy(proprio),
@@ -105,7 +105,7 @@ def main() -> int:
 
                 replies = []
 
-                def served(msgs=msgs):
+                def served(msgs=msgs, replies=replies):
                     replies.append(client.infer_many(msgs))
 
                 # paired runs (in-process, then served) so that load changes on the shared machine hit both alike

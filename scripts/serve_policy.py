@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device of the model (default cuda:0 if available, else cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="model dtype (default bfloat16 on CUDA, float32 on the CPU)")
-    p.add_argument("--flow_steps", type=int, default=None, help="Euler steps of the flow sampler (default: checkpoint's)")
+    p.add_argument("--flow_steps", type=int, default=None,
+                   help="Euler steps of the flow sampler (default: checkpoint's)")
     p.add_argument("--instruction", default=None, help="default instruction when a client sends no 'prompt'")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise drawn for requests that carry none")
     p.add_argument("--max_batch", type=int, default=16, help="most observations per model call")

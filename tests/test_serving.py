@@ -32,7 +32,7 @@ pytest.importorskip("websockets")
 pytest.importorskip("msgpack")
 
 from vla.data.key_mapping import KeyMapping  # noqa: E402
-from vla.serving.client import PolicyClient, PolicyServerError, ServerAuthError, ServerRequestError  # noqa: E402
+from vla.serving.client import PolicyClient, PolicyServerError, ServerAuthError  # noqa: E402
 from vla.serving.codec import CodecError, packb, unpackb  # noqa: E402
 from vla.serving.server import PolicyServer, ServerThread  # noqa: E402
 from vla.serving.spec import PolicySpec  # noqa: E402
@@ -204,8 +204,8 @@ def test_inference_does_not_block_the_loop_and_requests_are_batched():
     assert runner.batches == [1, 2]  # the two requests that arrived during the first call: one model call
     assert results[1]["server_timing"]["batch_size"] == 2
     for i in range(3):
-        assert results[i]["actions"][0, 0] == pytest.approx(float(libero_obs(seed=i, side=32)["observation/state"].sum()),
-                                                             rel=1e-5)
+        expected = float(libero_obs(seed=i, side=32)["observation/state"].sum())
+        assert results[i]["actions"][0, 0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_unreachable_server_is_one_clear_line():

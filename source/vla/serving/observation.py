@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vla.data.preprocess import resize_images
-from vla.serving.spec import BURST_KEY, NOISE_KEY, OPENPI_IMAGE, OPENPI_PROMPT, OPENPI_STATE, OPENPI_WRIST_IMAGE, PolicySpec
+from vla.serving.spec import (BURST_KEY, NOISE_KEY, OPENPI_IMAGE, OPENPI_PROMPT, OPENPI_STATE, OPENPI_WRIST_IMAGE,
+                               PolicySpec)
 
 MAX_IMAGE_SIDE = 4096
 MAX_PROMPT_CHARS = 2000

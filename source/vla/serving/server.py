@@ -31,7 +31,6 @@ from websockets.exceptions import ConnectionClosed
 from vla.serving.batcher import Batcher
 from vla.serving.codec import CodecError, packb, unpackb
 from vla.serving.observation import ObservationError, parse_observation
-from vla.serving.spec import PolicySpec
 
 log = logging.getLogger("vla.serving")
 
