@@ -102,9 +102,8 @@ class ModelChunkSource(ChunkSource):
         kw = {"noise": noise}
         if self.num_flow_steps is not None:
             kw["num_steps"] = self.num_flow_steps
-        out = self.model.predict_action(
-            inputs["context_image"], inputs["wrist_image"], inputs["instruction"], inputs["proprio"].to(self.device), **kw
-        )
+        out = self.model.predict_action(inputs["context_image"], inputs["wrist_image"], inputs["instruction"],
+                                        inputs["proprio"].to(self.device), **kw)
         return out.float().cpu()
 
 
