@@ -4,7 +4,8 @@
 observation group into model inputs through the checkpoint's key mapping and the same image
 preprocessing as training (``vla.data``), calls the model once per replanning step for all envs that
 need a new chunk, and executes the first ``replan_every`` actions of each 16-step chunk (optionally
-averaging overlapping chunks, ACT-style temporal ensembling).
+averaging overlapping chunks, ACT-style temporal ensembling). The chunks come from a ``ChunkSource``: the
+model in this process (``ModelChunkSource``) or a policy server (``vla_isaac.remote_policy.RemotePolicy``).
 
 The constructor checks that the env can execute what the checkpoint was trained for: a 7-dim action
 made of a relative differential-IK arm term (6) and a binary gripper term (1), and that every
