@@ -80,54 +80,100 @@ def test_torchrun_shards_episodes_and_merges(repo_root, tmp_path):
     assert [d["episode"] for d in lines] == [0, 1, 2]
 
 
+def _run_with_and_without_render_skip(env, checkpoint, num_episodes, on_reset=None):
+    """Run the tiny VLA (replan_every 4) with render-on-demand, without, and with it again; per run: the
+    actions, the images the model saw at each replanning call, the camera renders and the env steps."""
+    import torch
+
+    from vla_isaac.evaluation import camera_sensors, make_controller, run_episodes
+
+    renders = {"n": 0}
+    for cam in camera_sensors(env):
+        impl = cam._update_buffers_impl
+
+        def counted(mask, impl=impl, cam=cam):
+            renders["n"] += int(cam._env_mask_has_any(mask))
+            return impl(mask)
+
+        cam._update_buffers_impl = counted
+    if on_reset is not None:  # e.g. desynchronise the envs' episodes right after run_episodes resets them
+        reset = env.reset
+
+        def reset_then(*a, **kw):
+            out = reset(*a, **kw)
+            on_reset(env)
+            return out
+
+        env.reset = reset_then
+    runs = []
+    for on_demand in (True, False, True):
+        ctrl = make_controller("vla", env, checkpoint=checkpoint, seed=3, replan_every=4)
+        actions, inputs = [], []
+        act, predict = ctrl.act, ctrl.act.predict_chunk
+
+        def recording_predict(sub, predict=predict, inputs=inputs):  # what the model sees: the replanning envs
+            inputs.append({k: torch.as_tensor(sub[k]).clone() for k in ("context_image", "wrist_image", "proprio")})
+            return predict(sub)
+
+        def recording_act(obs, act=act, actions=actions):
+            a = act(obs)
+            actions.append(a.clone())
+            return a
+
+        act.predict_chunk = recording_predict
+        ctrl.act = recording_act
+        renders["n"] = 0
+        res = run_episodes(env, ctrl, num_episodes, seed=11, progress=False, render_on_demand=on_demand)
+        assert res.render_on_demand is on_demand and len(res.episodes) == num_episodes
+        runs.append((torch.stack(actions), inputs, renders["n"], res.env_steps))
+    assert all(c.cfg.update_period == 0 for c in camera_sensors(env))  # restored
+    return runs
+
+
 def test_render_on_demand_gives_the_policy_identical_observations(tiny_checkpoint):
     """Cameras rendered only on replanning steps: same actions as rendering every step, far fewer renders."""
     import torch
 
     from vla_isaac.envs import make_env
-    from vla_isaac.evaluation import camera_sensors, make_controller, run_episodes
+    from vla_isaac.evaluation import camera_sensors
 
     env = make_env("Lift-Cube", num_envs=1, image_size=(64, 64), seed=0, episode_length_s=1.0)  # 20 steps
     try:
-        renders = {"n": 0}
-        for cam in camera_sensors(env):
-            impl = cam._update_buffers_impl
-
-            def counted(mask, impl=impl, cam=cam):
-                renders["n"] += int(cam._env_mask_has_any(mask))
-                return impl(mask)
-
-            cam._update_buffers_impl = counted
-        runs = {}
-        for on_demand in (True, False, True):
-            ctrl = make_controller("vla", env, checkpoint=tiny_checkpoint, seed=3, replan_every=4)
-            actions, inputs = [], []
-            act = ctrl.act
-
-            def recording_act(obs, act=act, actions=actions, inputs=inputs):
-                a = act(obs)
-                actions.append(a.clone())
-                if act.num_model_calls > len(inputs):  # this call replanned: keep what the model saw
-                    group = obs["policy"]
-                    inputs.append({k: torch.as_tensor(group[k]).clone() for k in ("table_cam", "wrist_cam")})
-                return a
-
-            ctrl.act = recording_act
-            renders["n"] = 0
-            res = run_episodes(env, ctrl, 2, seed=11, progress=False, render_on_demand=on_demand)
-            assert res.render_on_demand is on_demand and len(res.episodes) == 2
-            runs.setdefault(on_demand, []).append((torch.stack(actions), inputs, renders["n"], res.env_steps))
-        (a_skip, in_skip, r_skip, steps), (a_all, in_all, r_all, _) = runs[True][0], runs[False][0]
-        assert steps == 40 and a_skip.shape == a_all.shape
-        assert torch.equal(a_skip, a_all)  # bit-identical actions
-        assert len(in_skip) == len(in_all) == 10  # 2 episodes x 20 steps / replan_every 4
-        for x, y in zip(in_skip, in_all):
-            assert all(torch.equal(x[k], y[k]) for k in x)
-        # the views change between replans, so a stale image (a render skipped wrongly) would not match
-        assert sum(not torch.equal(x["wrist_cam"], y["wrist_cam"]) for x, y in zip(in_all, in_all[1:])) >= 5
-        assert torch.equal(runs[True][1][0], a_skip)  # and the run repeats exactly
+        (a_skip, in_skip, r_skip, steps), (a_all, in_all, r_all, _), (a_again, *_) = \
+            _run_with_and_without_render_skip(env, tiny_checkpoint, 2)
         n_cams = len(camera_sensors(env))
-        assert r_all >= n_cams * steps and r_skip <= n_cams * (len(in_skip) + 2), (r_skip, r_all)
-        assert all(c.cfg.update_period == 0 for c in camera_sensors(env))  # restored
     finally:
         env.close()
+    assert steps == 40 and a_skip.shape == a_all.shape
+    assert torch.equal(a_skip, a_all)  # bit-identical actions
+    assert len(in_skip) == len(in_all) == 10  # 2 episodes x 20 steps / replan_every 4
+    for x, y in zip(in_skip, in_all):
+        assert all(torch.equal(x[k], y[k]) for k in x)
+    # the views change between replans, so a stale image (a render skipped wrongly) would not match
+    assert sum(not torch.equal(x["wrist_image"], y["wrist_image"]) for x, y in zip(in_all, in_all[1:])) >= 5
+    assert torch.equal(a_again, a_skip)  # and the run repeats exactly
+    assert r_all >= n_cams * steps and r_skip <= n_cams * (len(in_skip) + 2), (r_skip, r_all)
+
+
+def test_render_on_demand_with_envs_out_of_phase(tiny_checkpoint):
+    """Two MJWarp envs whose episodes start 2 steps apart replan on different steps; each still sees
+    the images rendering every step would give it."""
+    import torch
+
+    from vla_isaac.envs import make_env
+
+    def offset_env1(env):
+        env.episode_length_buf[1] = 2  # env 1 times out 2 steps early, then replans 2 steps ahead of env 0
+
+    env = make_env("Lift-Cube", num_envs=2, backend="mjwarp", image_size=(64, 64), seed=0, episode_length_s=0.7)
+    try:
+        (a_skip, in_skip, r_skip, steps), (a_all, in_all, r_all, _), _ = \
+            _run_with_and_without_render_skip(env, tiny_checkpoint, 4, on_reset=offset_env1)
+    finally:
+        env.close()
+    assert torch.equal(a_skip, a_all)
+    assert len(in_skip) == len(in_all) > 0
+    assert any(len(x["proprio"]) == 1 for x in in_all)  # some calls replanned one env only: out of phase
+    for x, y in zip(in_skip, in_all):
+        assert all(torch.equal(x[k], y[k]) for k in x)
+    assert r_skip < r_all
