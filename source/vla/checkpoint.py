@@ -230,7 +230,7 @@ def load_vla(path: str | Path, device: str | torch.device = "cpu", dtype: torch.
         missing = [f for f in ADAPTER_FILES if not (path / f).is_file()]
         if missing:
             raise CheckpointError(f"{path / missing[0]}: missing LoRA adapter file; {REFETCH}")
-    model = VLAModel(cfg, device=device, dtype=dtype,
+    model = VLAModel(cfg, device=device, dtype=dtype, trainable=trainable,
                      adapter_dir=str(path / ADAPTER_DIR) if config.get("has_adapter") else None)
     try:
         state = load_file(str(path / HEAD_FILE))

@@ -121,12 +121,14 @@ def build_head(cfg: VLAConfig) -> nn.ModuleDict:
 
 class VLAModel(nn.Module):
     def __init__(self, cfg: VLAConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 adapter_dir: str | None = None):
+                 adapter_dir: str | None = None, trainable: bool = True):
         """`dtype` is the backbone's dtype; the head is created in float32 (cast the whole model with
-        `.to(torch.bfloat16)` for bf16 inference, or train it under autocast)."""
+        `.to(torch.bfloat16)` for bf16 inference, or train it under autocast). `trainable=False` loads a
+        LoRA adapter frozen, without k-bit training preparation or gradient checkpointing."""
         super().__init__()
         self.cfg = cfg
-        self.backbone, self.processor = load_backbone(cfg, device=device, dtype=dtype, adapter_dir=adapter_dir)
+        self.backbone, self.processor = load_backbone(cfg, device=device, dtype=dtype, adapter_dir=adapter_dir,
+                                                      trainable=trainable)
         self.image_token_id = int(core_model(self.backbone).config.image_token_id)
         head = build_head(cfg)
         self.projector = head["projector"]
@@ -197,11 +199,8 @@ class VLAModel(nn.Module):
         """
         inputs = prepare_vlm_inputs(self.processor, context_images, wrist_images, instructions, self.cfg)
         backbone = core_model(self.backbone)
-        vlm_dtype = next(p for p in backbone.parameters() if p.is_floating_point()).dtype
-        if vlm_dtype not in (torch.float16, torch.bfloat16, torch.float32):  # 4-bit weights
-            vlm_dtype = torch.bfloat16
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(vlm_dtype)
+        inputs["pixel_values"] = inputs["pixel_values"].to(backbone.visual.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.vlm_trainable):
             # The inner Qwen2_5_VLModel gives the final hidden states without computing LM-head logits.
             out = backbone(**inputs, use_cache=False, return_dict=True)
@@ -264,15 +263,17 @@ class VLAModel(nn.Module):
         if self.state_probe is not None and state is not None:
             aux_loss = self.state_probe.loss(memory, self.context_token_mask(memory_mask), _tensor(state, self.device))
         memory_mask = self._drop_wrist_tokens(memory_mask)
-        dtype, k, b = memory.dtype, self.cfg.noise_draws_per_obs, memory.shape[0]
+        k, b = self.cfg.noise_draws_per_obs, memory.shape[0]
         cfg = self.cfg
         actions = _checked(_tensor(batch["actions"], self.device), "actions", (b, cfg.num_queries, cfg.action_dim))
         proprio = _checked(_tensor(batch["proprio"], self.device), "proprio", (b, cfg.proprio_dim))
-        actions = self.normalizer.normalize("action", actions).to(dtype)
-        proprio = self.normalizer.normalize("proprio", proprio).to(dtype)
+        # Targets, noise and flow time stay float32 (also under autocast: bf16 would round the regression
+        # target itself); the expert's inputs are cast to its weights' dtype only when no autocast does it.
+        actions = self.normalizer.normalize("action", actions)
+        proprio = self.normalizer.normalize("proprio", proprio)
         if self.training and cfg.proprio_dropout > 0:  # normalised 0 = the dataset mean
             keep = torch.rand(b, 1, device=self.device) >= cfg.proprio_dropout
-            proprio = proprio * keep.to(dtype)
+            proprio = proprio * keep.float()
         action_mask = batch.get("action_mask")
         action_mask = (torch.ones(actions.shape[:2], dtype=torch.bool, device=self.device) if action_mask is None
                        else _checked(_tensor(action_mask, self.device), "action_mask", (b, cfg.num_queries)).bool())
@@ -280,10 +281,12 @@ class VLAModel(nn.Module):
             memory, memory_mask, actions, proprio, action_mask = (
                 x.repeat_interleave(k, 0) for x in (memory, memory_mask, actions, proprio, action_mask))
         noise = torch.randn_like(actions)
-        t = sample_time(actions.shape[0], self.cfg.time_sampling, device=self.device, dtype=dtype)
+        t = sample_time(actions.shape[0], self.cfg.time_sampling, device=self.device, dtype=torch.float32)
+        expert_dtype = _expert_input_dtype(memory)
+        proprio_in = proprio.to(expert_dtype)
 
         def velocity(x, tt):
-            return self.expert(x, tt, proprio, memory, memory_mask)
+            return self.expert(x.to(expert_dtype), tt, proprio_in, memory, memory_mask)
 
         loss = flow_matching_loss(velocity, actions, noise, t, action_mask)
         if aux_loss is None:
@@ -312,14 +315,15 @@ class VLAModel(nn.Module):
             proprio = _tensor(proprio, self.device)
             proprio = proprio[None] if proprio.ndim == 1 else proprio
             proprio = _checked(proprio, "proprio", (batch, self.cfg.proprio_dim))
-            proprio = self.normalizer.normalize("proprio", proprio).to(memory.dtype)
+            expert_dtype = _expert_input_dtype(memory)  # the Euler state stays float32 under autocast
+            proprio = self.normalizer.normalize("proprio", proprio).to(expert_dtype)
             shape = (batch, self.cfg.num_queries, self.cfg.action_dim)
             if noise is None:
                 gen_device = generator.device if generator is not None else self.device
                 noise = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
             elif tuple(noise.shape) != shape:
                 raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
-            x0 = noise.to(self.device, memory.dtype)
+            x0 = noise.to(self.device, expert_dtype)
 
             def velocity(x, t):
                 return self.expert(x, t, proprio, memory, memory_mask)
@@ -328,6 +332,11 @@ class VLAModel(nn.Module):
             return self.normalizer.denormalize("action", chunk)
         finally:
             self.train(was_training)
+
+
+def _expert_input_dtype(memory: torch.Tensor) -> torch.dtype:
+    """float32 under autocast (autocast casts each op's inputs itself); else the memory's (weights') dtype."""
+    return torch.float32 if torch.is_autocast_enabled(memory.device.type) else memory.dtype
 
 
 def _checked(x: torch.Tensor, name: str, shape: tuple[int, ...]) -> torch.Tensor:

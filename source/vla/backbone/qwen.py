@@ -1,8 +1,9 @@
 """Loading the Qwen2.5-VL backbone (frozen, optional LoRA / 4-bit) and turning observations into its inputs.
 
-Everything goes through transformers' own entry points (`AutoModelForImageTextToText`,
+Everything goes through transformers' own entry points (`AutoModel` for the inner `Qwen2_5_VLModel`,
 `AutoProcessor`) and peft's (`get_peft_model`, `PeftModel.from_pretrained`), so a hub id, a local
-folder and the locally built tiny model all take the same path.
+folder and the locally built tiny model all take the same path. Only the base model is loaded: the
+LM head (a 152k x 3584 matrix on the 7B, 0.5 B parameters) is never read, since nothing uses logits.
 """
 
 from __future__ import annotations
@@ -47,23 +48,55 @@ def _quantization_config(cfg: VLAConfig, device: torch.device):
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
+# Qwen2_5_VLForConditionalGeneration checkpoints (the hub's, and `build_tiny_qwen_vl`'s) name the language
+# model `model.*` (the hub's original layout) or `model.language_model.*` and the vision tower `visual.*` or
+# `model.visual.*`; the base `Qwen2_5_VLModel` names them `language_model.*` and `visual.*`. transformers
+# applies its own renaming only when loading the ForConditionalGeneration class, so the base model needs
+# these (`from_pretrained(key_mapping=...)`); `lm_head.*` then matches nothing and is not loaded.
+BASE_MODEL_KEY_MAPPING = {
+    r"^model\.(?!language_model\.|visual\.)": "language_model.",
+    r"^model\.language_model\.": "language_model.",
+    r"^model\.visual\.": "visual.",
+}
+
+
+def _from_pretrained_quietly(cls, source: str, **kwargs):
+    """`cls.from_pretrained` without the load report that lists the deliberately skipped `lm_head.weight`."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def load_backbone(cfg: VLAConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                  adapter_dir: str | Path | None = None):
-    """Return (model, processor): frozen backbone, LoRA applied (fresh, or loaded from `adapter_dir`)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+                  adapter_dir: str | Path | None = None, trainable: bool = True):
+    """Return (model, processor): the frozen `Qwen2_5_VLModel` (no LM head), LoRA applied (fresh, or loaded
+    from `adapter_dir`).
+
+    `trainable=False` (inference) loads the adapter frozen and skips peft's k-bit preparation, which
+    upcasts every non-quantised weight to float32 for training stability and would only cost memory.
+    """
+    from transformers import AutoModel, AutoProcessor
 
     device = torch.device(device)
     source = resolve_backbone(cfg.backbone)
     quant = _quantization_config(cfg, device)
-    kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation)
+    kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation, key_mapping=BASE_MODEL_KEY_MAPPING)
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": device})
     try:
-        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+        model = _from_pretrained_quietly(AutoModel, source, **kwargs)
         processor = AutoProcessor.from_pretrained(source)
     except OSError as exc:
         raise BackboneError(f"backbone '{cfg.backbone}': cannot load ({exc}); use a local folder, a cached hub id, "
                             f"or 'tiny'") from exc
+    if not (hasattr(model, "visual") and hasattr(model, "language_model")):
+        raise BackboneError(f"backbone '{cfg.backbone}': AutoModel gave {type(model).__name__}, not a Qwen2.5-VL "
+                            "base model; use a Qwen2.5-VL checkpoint (hub id or folder)")
     if quant is None:
         model.to(device)
     hidden = model.config.get_text_config().hidden_size
@@ -75,14 +108,17 @@ def load_backbone(cfg: VLAConfig, *, device: str | torch.device = "cpu", dtype: 
 
     if cfg.freeze_backbone:
         model.requires_grad_(False)
-    if quant is not None and (cfg.lora.enabled or adapter_dir is not None):
+    lora_trains = trainable and cfg.lora.enabled
+    if quant is not None and lora_trains:
         from peft import prepare_model_for_kbit_training
 
+        # Gradient checkpointing is configured below (cfg.gradient_checkpointing), not here.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if cfg.gradient_checkpointing and trainable:
+        # Non-reentrant checkpointing: gradients reach LoRA weights although the frozen inputs need no grad.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=cfg.lora.enabled)
+        model = load_adapter(model, adapter_dir, trainable=lora_trains)
     elif cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
@@ -97,10 +133,37 @@ def load_backbone(cfg: VLAConfig, *, device: str | torch.device = "cpu", dtype: 
     return model, processor
 
 
+# Adapters saved when the backbone was loaded as Qwen2_5_VLForConditionalGeneration name the base model's
+# modules one level deeper (`model.language_model.*`); peft renames them on load (`key_mapping`).
+ADAPTER_KEY_MAPPING = {r"^model\.language_model\.": "language_model.", r"^model\.visual\.": "visual."}
+
+
+def load_adapter(model, adapter_dir: str | Path, *, trainable: bool):
+    """`PeftModel.from_pretrained` of the LoRA adapter in `adapter_dir`, of either module layout.
+
+    peft only warns when saved adapter weights land nowhere (the model would silently keep an identity
+    adapter); here that is an error.
+    """
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable,
+                                               key_mapping=ADAPTER_KEY_MAPPING)
+    for w in caught:
+        if "missing adapter keys" in str(w.message):
+            raise BackboneError(f"{adapter_dir}: the LoRA adapter does not fit this backbone ({str(w.message)[:200]}); "
+                                "load it with the model config it was trained with")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return peft_model
+
+
 def core_model(backbone):
-    """The `Qwen2_5_VLModel` inside (peft-wrapped or not): hidden states without the LM head's logits."""
+    """The `Qwen2_5_VLModel` (peft-wrapped or not): hidden states without LM-head logits."""
     base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-    return base.model
+    return base.model if hasattr(base, "lm_head") else base  # a full ForConditionalGeneration, if given one
 
 
 def build_prompts(processor, instructions: Sequence[str], cfg: VLAConfig) -> list[str]:

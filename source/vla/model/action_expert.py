@@ -18,15 +18,17 @@ from torch import nn
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
-    """Sinusoidal embedding of flow time t in [0, 1], (B,) -> (B, dim), in t's dtype.
+    """Sinusoidal embedding of flow time t in [0, 1], (B,) -> (B, dim), float32.
 
-    Computed in float32 (bf16 has too few mantissa bits for the high frequencies) then cast back.
+    Always float32, also under autocast (bf16 has too few mantissa bits for the high frequencies: with
+    periods down to 4e-3, a bf16 angle is off by whole turns); the caller casts it to its weights' dtype.
     """
     half = dim // 2
     fraction = torch.linspace(0.0, 1.0, half, device=t.device, dtype=torch.float32)
     period = min_period * (max_period / min_period) ** fraction
     angle = t.float()[:, None] * (2 * math.pi / period)[None]
-    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1).to(t.dtype)
+    with torch.autocast(t.device.type, enabled=False):
+        return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
 
 
 class Attention(nn.Module):
@@ -89,7 +91,10 @@ class ActionExpert(nn.Module):
                 memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         """noisy_actions (B,Q,A), t (B,), proprio (B,P) normalised, memory (B,M,d), memory_mask (B,M) bool
         -> velocity (B,Q,A)."""
-        time = self.time_in(timestep_embedding(t.to(noisy_actions.dtype), self.d_model))[:, None]
+        # Flow time and its sinusoidal embedding in float32; the time MLP gets its weights' dtype (a no-op
+        # for a float32 head, autocast or not; bf16 for a model cast to bf16).
+        emb = timestep_embedding(t.float(), self.d_model)
+        time = self.time_in(emb.to(self.time_in[0].weight.dtype))[:, None]
         actions = self.queries + self.action_in(noisy_actions)
         x = torch.cat([self.proprio_in(proprio)[:, None], actions], dim=1) + time
         for block in self.blocks:

@@ -28,7 +28,7 @@ def sample_time(n: int, kind: str, *, device, dtype=torch.float32) -> torch.Tens
 def flow_matching_loss(velocity_fn: VelocityFn, actions: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
                        mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared velocity error over valid chunk steps. actions/noise (B,Q,A), t (B,), mask (B,Q) bool."""
-    tt = t[:, None, None].to(actions.dtype)
+    tt = t[:, None, None].to(actions.dtype)  # float32 in training (VLAModel.forward keeps targets float32)
     x_t = (1 - tt) * noise + tt * actions
     err = (velocity_fn(x_t, t).float() - (actions - noise).float()).pow(2)
     if mask is None:
@@ -43,6 +43,6 @@ def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, steps: int) -> to
         raise ValueError(f"num_steps must be >= 1, got {steps}")
     x, dt = noise, 1.0 / steps
     for i in range(steps):
-        t = torch.full((x.shape[0],), i * dt, device=x.device, dtype=x.dtype)
+        t = torch.full((x.shape[0],), i * dt, device=x.device, dtype=torch.float32)  # flow time stays float32
         x = x + dt * velocity_fn(x, t)
     return x
