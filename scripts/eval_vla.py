@@ -6,6 +6,7 @@ Examples::
     python scripts/eval_vla.py --task Lift-Cube --checkpoint outputs/lift_tiny/final --num_episodes 100 --num_envs 8
     python scripts/eval_vla.py --task Lift-Cube --policy expert --num_episodes 50        # reference row
     python scripts/eval_vla.py --task Lift-Cube --policy_server ws://127.0.0.1:8000      # served: scripts/serve_policy.py
+    python scripts/eval_vla.py --task Lift-Cube --policy lerobot --checkpoint LEROBOT_CKPT  # ACT etc.: docs/lerobot.md
     torchrun --nproc_per_node 2 scripts/eval_vla.py --task Lift-Cube --checkpoint CKPT   # episodes sharded over processes
     torchrun --nproc_per_node 8 scripts/eval_vla.py --task Stack-Cube --checkpoint CKPT --device cuda  # rank r on cuda:r
     isaaclab -p scripts/eval_vla.py --task Stack-Cube --checkpoint CKPT --device cuda:0
@@ -32,8 +33,9 @@ from pathlib import Path
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="task id, e.g. Lift-Cube or Stack-Cube")
-    p.add_argument("--policy", default="vla", choices=["vla", "expert", "zero", "random"], help="controller to evaluate")
-    p.add_argument("--checkpoint", help="checkpoint folder (for --policy vla)")
+    p.add_argument("--policy", default="vla", choices=["vla", "lerobot", "expert", "zero", "random"],
+                   help="controller to evaluate (lerobot: a LeRobot policy, needs the [lerobot] extra)")
+    p.add_argument("--checkpoint", help="checkpoint folder (for --policy vla or lerobot)")
     p.add_argument("--policy_server", default=None, metavar="ws://HOST:PORT",
                    help="for --policy vla: a policy served by scripts/serve_policy.py, in place of --checkpoint")
     p.add_argument("--api_key_file", default=None, help="the policy server's API key (default: $VLA_POLICY_API_KEY)")
@@ -80,6 +82,10 @@ def main(argv=None) -> int:
               "config/training/lift_tiny_cpu.yaml, or run `make demo`); use --policy expert for the reference row",
               file=sys.stderr)
         return 2
+    if args.policy == "lerobot" and (not args.checkpoint or args.policy_server):
+        print("error: --policy lerobot needs --checkpoint DIR (a LeRobot policy, e.g. lerobot-train's output; "
+              "docs/lerobot.md) and no --policy_server", file=sys.stderr)
+        return 2
     if args.checkpoint and not Path(args.checkpoint).is_dir():
         print(f"error: checkpoint folder {args.checkpoint} does not exist", file=sys.stderr)
         return 2
@@ -105,7 +111,11 @@ def main(argv=None) -> int:
     api_key = None
     try:
         task = resolve_task(args.task)
-        if args.checkpoint:
+        if args.checkpoint and args.policy == "lerobot":
+            from vla_isaac.lerobot_policy import resolve_checkpoint
+
+            resolve_checkpoint(args.checkpoint)  # a LeRobot config.json + model.safetensors, before the env is built
+        elif args.checkpoint:
             from vla.checkpoint import read_checkpoint_config
 
             read_checkpoint_config(args.checkpoint)  # verifies the manifest before anything is written
@@ -137,10 +147,12 @@ def main(argv=None) -> int:
                 dtype=dtype,
                 instruction=args.instruction,
             )
+        elif args.policy == "lerobot":
+            policy_kw = dict(instruction=args.instruction)
         try:
             ctrl = make_controller(args.policy, env, checkpoint=args.checkpoint, policy_server=args.policy_server,
                                    api_key=api_key, seed=seed, **policy_kw)
-        except (ValueError, PolicyServerError) as e:
+        except (ValueError, ImportError, PolicyServerError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         n_mine = shard(args.num_episodes, rank, world)

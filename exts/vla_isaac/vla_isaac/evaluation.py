@@ -42,6 +42,7 @@ class Controller:
 def make_controller(kind: str, env, *, checkpoint=None, policy_server: str | None = None, api_key: str | None = None,
                     seed: int = 0, **policy_kw) -> Controller:
     """``vla`` (needs ``checkpoint``, or ``policy_server`` = ``ws://HOST:PORT`` of ``serve_policy.py``),
+    ``lerobot`` (a LeRobot ``PreTrainedPolicy`` checkpoint; ``lerobot_policy.LeRobotPolicy``),
     ``expert`` (scripted), ``zero`` or ``random`` controllers."""
     if kind == "vla" and policy_server is not None:
         from .remote_policy import RemotePolicy
@@ -55,6 +56,13 @@ def make_controller(kind: str, env, *, checkpoint=None, policy_server: str | Non
 
         pol = VLAPolicy(checkpoint, env, seed=seed, **policy_kw)
         return Controller("vla", pol, pol.reset, image_every=pol.image_every)
+    if kind == "lerobot":
+        if checkpoint is None:
+            raise ValueError("--policy lerobot needs --checkpoint (a LeRobot policy folder; docs/lerobot.md)")
+        from .lerobot_policy import LeRobotPolicy
+
+        pol = LeRobotPolicy(checkpoint, env, seed=seed, **policy_kw)
+        return Controller("lerobot", pol, pol.reset, image_every=pol.image_every)
     if kind == "expert":
         from .experts import ScriptedExpert
 
@@ -66,7 +74,7 @@ def make_controller(kind: str, env, *, checkpoint=None, policy_server: str | Non
     if kind == "random":
         g = torch.Generator().manual_seed(seed)
         return Controller("random", lambda obs: (torch.rand(n, d, generator=g) * 2 - 1).to(env.device), image_every=0)
-    raise ValueError(f"unknown policy kind {kind!r}; choose vla, expert, zero or random")
+    raise ValueError(f"unknown policy kind {kind!r}; choose vla, lerobot, expert, zero or random")
 
 
 def episode_quota(num_episodes: int, num_envs: int) -> list[int]:
