@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from vla.backbone.images import prepare_images
+from vla.backbone.shapes import RANDOM_PREFIX
 from vla.config import VLAConfig
 
 
@@ -89,8 +90,11 @@ def load_backbone(cfg: VLAConfig, *, device: str | torch.device = "cpu", dtype: 
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": device})
     try:
-        model = _from_pretrained_quietly(AutoModel, source, **kwargs)
-        processor = AutoProcessor.from_pretrained(source)
+        if cfg.backbone.startswith(RANDOM_PREFIX):
+            model, processor = _random_backbone(cfg, device, dtype, quant)
+        else:
+            model = _from_pretrained_quietly(AutoModel, source, **kwargs)
+            processor = AutoProcessor.from_pretrained(source)
     except OSError as exc:
         raise BackboneError(f"backbone '{cfg.backbone}': cannot load ({exc}); use a local folder, a cached hub id, "
                             f"or 'tiny'") from exc
@@ -158,6 +162,28 @@ def load_adapter(model, adapter_dir: str | Path, *, trainable: bool):
                                 "load it with the model config it was trained with")
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return peft_model
+
+
+def _random_backbone(cfg: VLAConfig, device: torch.device, dtype: torch.dtype, quant):
+    """`backbone: random:<hub id>` (benchmarks): the real shapes with random weights, built on `device`, and
+    the tiny model's processor (Qwen's special tokens and chat template, images up to 224x224 keep their
+    size); its special-token ids replace the hub's. Prompts tokenise shorter than with Qwen's vocabulary."""
+    from transformers import AutoProcessor
+
+    from vla.backbone.shapes import build_random_backbone
+    from vla.backbone.tiny import QWEN_SPECIAL_TOKENS, build_tiny_qwen_vl
+
+    if quant is not None:
+        raise BackboneError(f"backbone '{cfg.backbone}': random weights cannot be loaded in 4 bit; "
+                            "set load_in_4bit: false")
+    processor = AutoProcessor.from_pretrained(build_tiny_qwen_vl())
+    tok = processor.tokenizer
+    ids = {f"{name}_token_id": tok.convert_tokens_to_ids(token) for name, token in (
+        ("image", "<|image_pad|>"), ("video", "<|video_pad|>"), ("vision_start", "<|vision_start|>"),
+        ("vision_end", "<|vision_end|>")) if token in QWEN_SPECIAL_TOKENS}
+    model = build_random_backbone(cfg.backbone, device=device, dtype=dtype,
+                                  attn_implementation=cfg.attn_implementation, token_ids=ids)
+    return model, processor
 
 
 def core_model(backbone):
