@@ -115,20 +115,31 @@ def run_lever(name: str, episodes: int, steps: int) -> dict:
                                  folder / "train.log")
         summary = folder / "train" / "summary.json"
         res["train"] = json.loads(summary.read_text()) if summary.exists() else {}
-        diag = folder / "diagnosis"
-        if not (diag / "diagnosis.json").exists():
-            run([PY, "scripts/diagnose_vla.py", "--checkpoint", str(ckpt), "--dataset", *files, "--num_samples", "0",
-                 "--seed", "0", "--output", str(diag)], folder / "diagnose.log")
-        res["diagnosis"] = json.loads((diag / "diagnosis.json").read_text())
     ev = folder / f"eval{episodes}"
     eval_flags = lever.get("eval", [])
     if "--replan_every" not in eval_flags:
         eval_flags = ["--replan_every", "4", *eval_flags]
     res["eval_flags"] = eval_flags
-    if not (ev / "summary.json").exists():
-        res["eval_s"] = run([PY, "scripts/eval_vla.py", "--task", "Lift-Cube", "--checkpoint", str(ckpt),
-                             "--num_episodes", str(episodes), "--seed", "100", "--image_size", "64", "64",
-                             "--videos", "0", "--no_progress", "--output", str(ev), *eval_flags], folder / "eval.log")
+    evaluation = None
+    if not (ev / "summary.json").exists():  # closed loop and the offline diagnosis side by side (2 cores)
+        cmd = [PY, "scripts/eval_vla.py", "--task", "Lift-Cube", "--checkpoint", str(ckpt), "--num_episodes",
+               str(episodes), "--seed", "100", "--image_size", "64", "64", "--videos", "0", "--no_progress",
+               "--output", str(ev), *eval_flags]
+        log = open(folder / f"eval{episodes}.log", "w")
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        t0 = time.perf_counter()
+        evaluation = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if not base:
+        diag = folder / "diagnosis"
+        if not (diag / "diagnosis.json").exists():
+            run([PY, "scripts/diagnose_vla.py", "--checkpoint", str(ckpt), "--dataset", *files, "--num_samples", "0",
+                 "--seed", "0", "--output", str(diag)], folder / "diagnose.log")
+        res["diagnosis"] = json.loads((diag / "diagnosis.json").read_text())
+    if evaluation is not None:
+        if evaluation.wait() != 0:
+            raise SystemExit(f"error: eval_vla.py failed (exit {evaluation.returncode}); log: {log.name}")
+        res["eval_s"] = time.perf_counter() - t0
     res["eval"] = json.loads((ev / "summary.json").read_text())
     (folder / f"result{episodes}.json").write_text(json.dumps(res, indent=2, default=str))
     (folder / "result.json").write_text(json.dumps(res, indent=2, default=str))
