@@ -138,6 +138,16 @@ def save_checkpoint(model, out_dir: str | Path, *, key_mapping: Any = None, inst
 
         def write_adapter(folder: Path) -> None:
             model.backbone.save_pretrained(str(folder), safe_serialization=True, state_dict=backbone_state)
+            if any("_fsdp_wrapped_module" in n for n, _ in model.backbone.named_modules()):
+                # peft (0.21) finds LoRA layers by module name and strips only a leading FSDP prefix, so under
+                # FSDP auto-wrapping (LoRA inside wrapped decoder layers) it writes an empty adapter. Select the
+                # adapter by peft's key naming instead: its tensors, with the adapter name dropped.
+                from safetensors.torch import save_file
+
+                name = f".{model.backbone.active_adapter}."
+                tensors = {k.replace(name, "."): v.detach().to("cpu").contiguous()
+                           for k, v in backbone_state.items() if "lora_" in k and name in k}
+                save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
 
     return write_checkpoint(out_dir, model.cfg, head_state, model.get_norm_stats(),
                             key_mapping=key_mapping, instruction=instruction, extra=extra,

@@ -184,6 +184,14 @@ def _mixed_precision(setting: str) -> str:
     return setting
 
 
+def backbone_storage_dtype(mixed_precision: str, fsdp: bool) -> torch.dtype:
+    """One storage dtype per FSDP unit: FSDP flattens each unit's parameters into one tensor of one dtype
+    (a bf16 backbone beside peft's float32 LoRA fails with "Must flatten tensors with uniform dtype"), so
+    under FSDP the backbone is stored in float32 like LoRA and the head, and FSDP's mixed-precision policy
+    (accelerate's ``mixed_precision: bf16``) computes in bf16. DDP keeps a bf16 backbone (half the memory)."""
+    return torch.bfloat16 if mixed_precision == "bf16" and not fsdp else torch.float32
+
+
 def _evenly_spaced(n: int, k: int) -> list[int]:
     if n <= 0 or k <= 0:
         return []
@@ -280,12 +288,7 @@ class Trainer:
         set_seed(cfg.seed, device_specific=True)
         if acc.device.type == "cpu" and cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)
-        # One storage dtype per FSDP unit: FSDP flattens each unit's parameters into one tensor, so under
-        # FSDP the backbone is stored in float32 like the head and peft's LoRA weights, and FSDP's
-        # mixed-precision policy (accelerate's mixed_precision: bf16) computes in bf16. DDP keeps a bf16
-        # backbone (half the memory) next to float32 LoRA/head weights.
-        bf16 = acc.mixed_precision == "bf16" and not self._fsdp
-        backbone_dtype = torch.bfloat16 if bf16 else torch.float32
+        backbone_dtype = backbone_storage_dtype(acc.mixed_precision, self._fsdp)
         t = time.time()
         with acc.main_process_first():  # the first process builds/caches the tiny backbone and the stats
             self.model = VLAModel(plan.model_cfg, device=acc.device, dtype=backbone_dtype)
