@@ -3,7 +3,8 @@
 accelerate enables FSDP only on GPUs, so this drives torch's FSDP1 directly with what fsdp.yaml asks
 accelerate for (decoder/vision blocks as units, use_orig_params, bf16 compute) on the tiny LoRA model:
 wraps it with the trainer's storage dtype (and, to show why that policy exists, with a bf16 backbone),
-trains two steps with FSDP's global grad-norm clip, gathers the full state dict on rank 0 and writes a
+trains two steps with FSDP's global grad-norm clip, runs the conditioning report inside
+``summon_full_params`` as the trainer does, gathers the full state dict on rank 0 and writes a
 ``vla.checkpoint`` from it. Results go to ``<out>/rank<r>.json``.
 """
 
@@ -26,6 +27,7 @@ from vla.config import load_model_preset
 from vla.data import DemoDataset, collate
 from vla.data.key_mapping import KeyMapping
 from vla.data.stats import compute_norm_stats
+from vla.eval.conditioning import conditioning_report
 from vla.modeling import HEAD_MODULES, VLAModel
 from vla.training.trainer import backbone_storage_dtype
 
@@ -73,6 +75,11 @@ def main(data: str, out: str) -> None:
         save_checkpoint(model, out / "ckpt", key_mapping=mapping.to_dict(), state_dict=state)
     with FSDP.summon_full_params(fsdp, writeback=False):  # every rank's view of the full head weights
         head = {n: p.detach().clone() for n, p in model.named_parameters() if n.split(".")[0] in HEAD_MODULES}
+        # the trainer's conditioning report under FSDP: the same inputs on every rank, weights gathered,
+        # bf16 autocast as accelerate's autocast() gives with mixed_precision: bf16
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            report = conditioning_report(model, collate([ds[i] for i in range(0, 12, 3)]), seed=0)
+        result["image_effect_ratio"] = report["image_effect_ratio"]
     save_file(head, str(out / f"head_rank{rank}.safetensors"))
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()

@@ -143,8 +143,9 @@ def test_two_process_ddp_trains_validates_saves_and_resumes_exactly(tmp_path):
 def test_fsdp_on_the_cpu_wraps_the_lora_model_in_one_dtype_trains_and_gathers_a_loadable_checkpoint(tmp_path):
     """torch's FSDP1 over gloo, driven directly (accelerate enables FSDP only on GPUs): the trainer's FSDP
     storage dtype wraps the LoRA model (a bf16 backbone beside float32 LoRA does not), the clipped grad norm
-    is one global value, and the full state dict gathered on rank 0 has clean names and makes a checkpoint
-    whose head equals every rank's full weights."""
+    is one global value, the conditioning report runs on every rank with the weights gathered, and the full
+    state dict gathered on rank 0 has clean names and makes a checkpoint whose head equals every rank's full
+    weights and whose LoRA adapter loads."""
     data = isaaclab_file(tmp_path / "lift.hdf5", num_demos=2, steps=12)
     out = tmp_path / "fsdp"
     out.mkdir()
@@ -157,6 +158,8 @@ def test_fsdp_on_the_cpu_wraps_the_lora_model_in_one_dtype_trains_and_gathers_a_
     ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in (0, 1)]
     assert all("Must flatten tensors with uniform dtype" in x["mixed_dtypes"] for x in ranks)
     assert ranks[0]["grad_norms"] == ranks[1]["grad_norms"]  # one norm over both shards
+    # the conditioning report inside summon_full_params: runs on both ranks, same numbers
+    assert ranks[0]["image_effect_ratio"] == ranks[1]["image_effect_ratio"] > 0
     keys = ranks[0]["state_keys"]
     assert not [k for k in keys if "_fsdp" in k or k.startswith("module.")]
     assert any("lora_A" in k for k in keys) and any(k.startswith("expert.") for k in keys)
