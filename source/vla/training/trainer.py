@@ -11,6 +11,12 @@ Two phases, so bad input never leaves anything behind:
    Periodic checkpoints (``vla.checkpoint`` format) come with a resumable training state; the end of a
    run writes ``final/``, the conditioning report (``vla.eval.conditioning``) and ``summary.json``.
 
+Under several processes (``accelerate launch``, DDP or FSDP) accelerate does the distributed parts as
+its authors intend: per-process seeds (``set_seed(..., device_specific=True)``), ``save_state`` /
+``load_state`` with every rank's RNG, ``get_state_dict`` for the checkpoint, ``clip_grad_norm_`` over the
+whole model, ``reduce`` for the validation loss, the TensorBoard tracker. Every collective (validation
+forwards, the conditioning report under FSDP, saving) runs on every process.
+
 Output folder::
 
     train_config.yaml  metrics.jsonl  summary.json  tb/  final/  checkpoints/step_N/
