@@ -6,6 +6,8 @@
     python scripts/train.py --config lift_tiny_cpu --resume             # continue output_dir's last state
     python scripts/train.py --resume outputs/lift_tiny_cpu              # same, config read from the run
     accelerate launch --config_file config/accelerate/ddp.yaml scripts/train.py --config lift_7b
+    ACCELERATE_USE_CPU=true accelerate launch --config_file config/accelerate/ddp.yaml --num_processes 2 \
+        --mixed_precision no scripts/train.py --config lift_tiny_cpu       # 2 CPU processes (gloo)
 
 Overrides are key=value with dotted keys (values parsed as YAML): optim.lr_heads=3e-4,
 model_overrides.d_model=256, data.key_mapping=nvidia_cosmos, output_dir=outputs/run2.
