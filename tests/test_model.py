@@ -470,3 +470,109 @@ def test_adapter_saved_in_the_old_module_layout_still_loads(tmp_path):
     torch.testing.assert_close(loaded.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise),
                                model.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise),
                                atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------- the processor split (issue 16)
+
+def _samples(n: int, seed: int = 0) -> list[dict]:
+    b = _batch(n, seed)
+    return [{k: (v[i] if k != "instruction" else v[i]) for k, v in b.items()} for i in range(n)]
+
+
+def test_processor_step_runs_in_dataloader_workers_and_the_model_takes_tensors(tiny_lora, monkeypatch):
+    """`VLAProcessor.collate` in a worker process gives tensors; the model then never runs the processor
+    and computes exactly what the observation path computes."""
+    import functools
+    import pickle
+
+    from vla.backbone.processor import VLAProcessor
+
+    model = tiny_lora
+    proc = pickle.loads(pickle.dumps(model.preprocessor))  # what a worker receives
+    assert isinstance(proc, VLAProcessor)
+    loader = torch.utils.data.DataLoader(_samples(3), batch_size=3, num_workers=1,
+                                         collate_fn=functools.partial(proc.collate, instruction="lift the cube"))
+    batch = next(iter(loader))
+    inputs = batch["vlm_inputs"]
+    assert set(inputs) >= {"input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids"}
+    assert batch["instruction"] == ["lift the cube"] * 3
+    ref_batch = {**batch, "instruction": ["lift the cube"] * 3}
+    ref_batch.pop("vlm_inputs")
+    torch.manual_seed(3)
+    ref_loss = model(ref_batch)["loss"]
+    noise = torch.randn(3, 16, 7)
+    ref_actions = model.predict_action(batch["context_image"], batch["wrist_image"], batch["instruction"],
+                                       batch["proprio"], noise=noise)
+
+    def no_processor(*a, **k):
+        raise AssertionError("the model ran the processor although it was given tensors")
+
+    monkeypatch.setattr(type(model.preprocessor), "__call__", no_processor)
+    torch.manual_seed(3)
+    assert torch.equal(model(batch)["loss"], ref_loss)
+    assert torch.equal(model.predict_action(proprio=batch["proprio"], noise=noise, vlm_inputs=inputs), ref_actions)
+
+
+def test_static_prompt_padding_is_exact_or_refused(tiny):
+    ctx, wrist, _ = _obs(2)
+    out = tiny.preprocessor(ctx, wrist, INSTRUCTIONS[:2], pad_to=120)
+    assert out["input_ids"].shape == (2, 120) and out["attention_mask"].shape == (2, 120)
+    assert not out["attention_mask"][:, 0].any()  # padded on the left
+    with pytest.raises(ValueError, match="prompt_len"):
+        tiny.preprocessor(ctx, wrist, INSTRUCTIONS[:2], pad_to=20)
+
+
+# ---------------------------------------------------------------------- cached vision features (issue 16)
+
+def test_cached_vision_features_equal_the_image_path_and_skip_the_vision_tower(tiny_lora, tmp_path):
+    """LoRA runs cache the frozen vision tower's output per sample: training batches built from the cache
+    give the image path's loss and gradients without calling the vision tower."""
+    from vla.training.features import CachedVision, cache_kind, compute_vision_cache
+
+    model = tiny_lora
+    assert cache_kind(model) == "vision" and not model.vision_trainable and model.vlm_trainable
+    samples = _samples(4, seed=5)
+    samples[1]["instruction"] = "stack"  # prompts of different lengths: left padding in the cache
+
+    class Samples(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(samples)
+
+        def __getitem__(self, i):
+            return samples[i]
+
+    cache = compute_vision_cache(model, Samples(), [0, 1, 2, 3], batch_size=3, show=False)
+    assert isinstance(cache, CachedVision) and cache.image_embeds.shape == (4, 32, 128)
+    saved = {n: p.detach().clone() for n, p in model.backbone.named_parameters() if "lora_B" in n}
+    with torch.no_grad():
+        for n, p in model.backbone.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)  # a LoRA that acts (B = 0 is the identity)
+    rows = cache.rows([3, 1])
+    batch = cache.batch(rows, torch.device("cpu"))
+    ref = {k: torch.stack([torch.as_tensor(samples[i][k]) for i in (3, 1)])
+           for k in ("context_image", "wrist_image", "proprio", "actions", "action_mask")}
+    ref["instruction"] = [samples[i]["instruction"] for i in (3, 1)]
+    losses, grads = [], []
+    calls = []
+    hook = __import__("vla.backbone.qwen", fromlist=["x"]).core_model(model.backbone).visual.register_forward_hook(
+        lambda *_: calls.append(1))
+    try:
+        for b in (ref, batch):
+            model.zero_grad()
+            torch.manual_seed(11)
+            loss = model(b)["loss"]
+            loss.backward()
+            losses.append(loss.detach())
+            grads.append(torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_A" in n]))
+    finally:
+        hook.remove()
+        with torch.no_grad():  # the module-scoped fixture goes back to its identity adapter
+            for n, p in model.backbone.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+        model.zero_grad()
+    assert len(calls) == 1  # the image path ran the vision tower, the cached batch did not
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-6, rtol=1e-5)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-4)

@@ -1,6 +1,8 @@
 """`VLAModel`: frozen Qwen2.5-VL (+ LoRA) -> projector -> flow-matching action expert.
 
-    features, mask = model.compute_vlm_features(context, wrist, instructions)   # pre-projector, cacheable
+    inputs         = model.preprocessor(context, wrist, instructions)           # processor step: CPU tensors
+    features, mask = model.vlm_features(inputs)                                  # the model takes tensors
+    features, mask = model.compute_vlm_features(context, wrist, instructions)   # both steps; pre-projector
     memory, mask   = model.encode(context, wrist, instructions)                  # projected, expert input
     loss           = model(batch)["loss"]
     actions        = model.predict_action(context, wrist, instructions, proprio)  # float32 (B,16,7), raw units
@@ -18,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla.backbone.qwen import core_model, load_backbone, prepare_vlm_inputs
+from vla.backbone.processor import VLM_INPUTS, VLAProcessor
+from vla.backbone.qwen import core_model, load_backbone
 from vla.config import VLAConfig
 from vla.model.action_expert import ActionExpert
 from vla.model.flow_matching import euler_sample, flow_matching_loss, sample_time
@@ -129,6 +132,7 @@ class VLAModel(nn.Module):
         self.cfg = cfg
         self.backbone, self.processor = load_backbone(cfg, device=device, dtype=dtype, adapter_dir=adapter_dir,
                                                       trainable=trainable)
+        self.preprocessor = VLAProcessor(self.processor, cfg)  # observations -> tensors (no weights, picklable)
         self.image_token_id = int(core_model(self.backbone).config.image_token_id)
         head = build_head(cfg)
         self.projector = head["projector"]
@@ -191,20 +195,66 @@ class VLAModel(nn.Module):
         last = torch.where(valid, positions, -1).argmax(1)
         return torch.nn.functional.one_hot(last, valid.shape[1]).bool()
 
-    def compute_vlm_features(self, context_images, wrist_images, instructions: Sequence[str] | str
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-projector hidden states of the conditioning tokens: (B,M,vlm_hidden), mask (B,M) bool.
+    # The VLM on processor tensors. `VLAProcessor` (self.preprocessor) turns observations into them: in
+    # DataLoader workers for training, once per replanning step in the policy. The forward is the
+    # inner model's, in its parts, so that each part can be cached or replaced: vision tower -> image
+    # embeddings scattered into the token embeddings -> 3-D rope positions -> language model.
+    @property
+    def vision_trainable(self) -> bool:
+        """False when no vision-tower weight trains (frozen backbone, LoRA on the language model only): its
+        output for an image is then fixed, and `image_embeds` can be computed once per image and cached."""
+        return any(p.requires_grad for p in core_model(self.backbone).visual.parameters())
+
+    def image_embeds(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        """Vision tower output, (image tokens of all images, vlm_hidden), images in processor order."""
+        core = core_model(self.backbone)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.vision_trainable):
+            out = core.get_image_features(pixel_values.to(self.device), image_grid_thw.to(self.device))
+        return torch.cat(out.pooler_output, dim=0)
+
+    def rope_positions(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Qwen2.5-VL's 3-D rope position ids (3, B, L) for a processor batch (a per-sample Python loop:
+        the static path computes them once per prompt)."""
+        core = core_model(self.backbone)
+        position_ids, _ = core.get_rope_index(inputs["input_ids"], inputs.get("mm_token_type_ids"),
+                                              image_grid_thw=inputs["image_grid_thw"],
+                                              attention_mask=inputs["attention_mask"])
+        return position_ids
+
+    def vlm_hidden_states(self, inputs: Mapping[str, torch.Tensor], image_embeds: torch.Tensor | None = None
+                          ) -> torch.Tensor:
+        """Final hidden states (B, L, vlm_hidden) of a processor batch on the model's device; `image_embeds`
+        (from `image_embeds`, e.g. cached) skips the vision tower. Equals the inner model's forward."""
+        core = core_model(self.backbone)
+        ids = inputs["input_ids"]
+        if image_embeds is None:
+            image_embeds = self.image_embeds(inputs["pixel_values"], inputs["image_grid_thw"])
+        embeds = core.get_input_embeddings()(ids)
+        image_mask = ids == self.image_token_id
+        if int(image_mask.sum()) != image_embeds.shape[0]:
+            raise ValueError(f"image_embeds: {image_embeds.shape[0]} rows for {int(image_mask.sum())} image tokens; "
+                             "cached vision features must come from the same images and image_size")
+        embeds = embeds.masked_scatter(image_mask[..., None].expand_as(embeds),
+                                       image_embeds.to(embeds.device, embeds.dtype))
+        out = core.language_model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
+                                  position_ids=self.rope_positions(inputs), use_cache=False)
+        return out.last_hidden_state
+
+    def vlm_features(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-projector hidden states of the conditioning tokens of a processor batch (`VLAProcessor`
+        output, optionally with cached "image_embeds"): (B,M,vlm_hidden), mask (B,M) bool.
 
         Gradients flow only when the backbone is trainable (LoRA/unfrozen) and grad mode is on.
         """
-        inputs = prepare_vlm_inputs(self.processor, context_images, wrist_images, instructions, self.cfg)
-        backbone = core_model(self.backbone)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(backbone.visual.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.vlm_trainable):
-            # The inner Qwen2_5_VLModel gives the final hidden states without computing LM-head logits.
-            out = backbone(**inputs, use_cache=False, return_dict=True)
-        return select_tokens(out.last_hidden_state, self._selection(inputs["input_ids"], inputs["attention_mask"]))
+            hidden = self.vlm_hidden_states(inputs, inputs.get("image_embeds"))
+        return select_tokens(hidden, self._selection(inputs["input_ids"], inputs["attention_mask"]))
+
+    def compute_vlm_features(self, context_images, wrist_images, instructions: Sequence[str] | str
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`vlm_features` of observations: the processor step, then the model (see `VLAProcessor`)."""
+        return self.vlm_features(self.preprocessor(context_images, wrist_images, instructions))
 
     def project(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-projector features -> expert memory (B,M,d_model) (+ token-index embeddings)."""
@@ -225,6 +275,8 @@ class VLAModel(nn.Module):
     def _memory(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         if batch.get("vlm_features") is not None:
             return self.project(_tensor(batch["vlm_features"]), _tensor(batch["vlm_mask"]))
+        if batch.get(VLM_INPUTS) is not None:
+            return self.project(*self.vlm_features(batch[VLM_INPUTS]))
         return self.encode(batch["context_image"], batch["wrist_image"], batch["instruction"])
 
     def attach_state_probe(self, state_dim: int, weight: float, mean, std) -> None:
@@ -298,17 +350,22 @@ class VLAModel(nn.Module):
     def predict_action(self, context_images=None, wrist_images=None, instructions: Sequence[str] | str | None = None,
                        proprio=None, *, num_steps: int | None = None, generator: torch.Generator | None = None,
                        noise: torch.Tensor | None = None, vlm_features: torch.Tensor | None = None,
-                       vlm_mask: torch.Tensor | None = None) -> torch.Tensor:
+                       vlm_mask: torch.Tensor | None = None, vlm_inputs: Mapping[str, torch.Tensor] | None = None
+                       ) -> torch.Tensor:
         """Action chunks in raw units, float32 (B, num_queries, action_dim).
 
         `noise` (B,Q,A) fixes the starting point (e.g. to compare two inputs with the same noise);
         otherwise it is drawn in float32 from `generator` and cast to the conditioning dtype.
+        The conditioning is, by precedence: cached `vlm_features`/`vlm_mask`, `vlm_inputs` (a `VLAProcessor`
+        batch), or the observations (the processor runs here).
         """
         was_training = self.training
         self.eval()
         try:
             if vlm_features is not None:
                 memory, memory_mask = self.project(_tensor(vlm_features), _tensor(vlm_mask))
+            elif vlm_inputs is not None:
+                memory, memory_mask = self.project(*self.vlm_features(vlm_inputs))
             else:
                 memory, memory_mask = self.encode(context_images, wrist_images, instructions)
             batch = memory.shape[0]

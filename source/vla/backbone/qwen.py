@@ -209,8 +209,11 @@ def build_prompts(processor, instructions: Sequence[str], cfg: VLAConfig) -> lis
 
 
 def prepare_vlm_inputs(processor, context_images, wrist_images, instructions: Sequence[str] | str,
-                       cfg: VLAConfig) -> dict[str, torch.Tensor]:
-    """Observations -> one padded processor batch (input_ids, attention_mask, pixel_values, ...)."""
+                       cfg: VLAConfig, *, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Observations -> one padded processor batch (input_ids, attention_mask, pixel_values, ...).
+
+    `pad_to`: pad every prompt to exactly this many tokens (static shapes); a longer prompt is an error.
+    """
     ctx = prepare_images(context_images, cfg.image_size, "context_images")
     wrist = prepare_images(wrist_images, cfg.image_size, "wrist_images")
     if ctx.shape[0] != wrist.shape[0]:
@@ -223,5 +226,16 @@ def prepare_vlm_inputs(processor, context_images, wrist_images, instructions: Se
     images: list[np.ndarray] = []
     for c, w in zip(ctx, wrist, strict=False):
         images += [c, w]  # order matches the two image placeholders of each prompt
-    return processor(text=build_prompts(processor, instructions, cfg), images=images, return_tensors="pt",
-                     padding=True)
+    padding = dict(padding=True) if pad_to is None else dict(padding="max_length", max_length=int(pad_to))
+    too_long = ValueError(f"prompt_len: a prompt has more tokens than the static prompt length {pad_to}; "
+                          "shorten the instruction or raise prompt_len")
+    try:
+        out = processor(text=build_prompts(processor, instructions, cfg), images=images, return_tensors="pt",
+                        **padding)
+    except ValueError as exc:  # prompts longer than max_length differ in length: no tensor can hold them
+        if pad_to is not None:
+            raise too_long from exc
+        raise
+    if pad_to is not None and out["input_ids"].shape[1] != pad_to:
+        raise too_long
+    return dict(out)

@@ -54,7 +54,7 @@ from ..eval.conditioning import (
 from ..utils.io import atomic_write_text
 from .config import TrainConfig, TrainConfigError
 from .ema import HeadEMA
-from .features import load_or_compute_features
+from .features import cache_kind, load_or_compute_features, train_collate
 from .optim import build_optimizer, build_scheduler
 from .sampler import ResumableSampler
 from .state import (
@@ -328,7 +328,8 @@ class Trainer:
         self.val_indices = _evenly_spaced(len(self.val_ds), cfg.val_batches * cfg.batch_size)
 
         self._blank_images = None  # dataset-mean views for the blank-image error, computed on first use
-        self.use_cache = not self.model.vlm_trainable and cfg.feature_cache != "off"
+        # frozen backbone: VLM features; LoRA on the language model: vision-tower features (features.py)
+        self.use_cache = cache_kind(self.model) is not None and cfg.feature_cache != "off"
         self.feature_s = 0.0
         self.train_cache = self.val_cache = None
         if self.use_cache:
@@ -363,7 +364,8 @@ class Trainer:
                     )
             self.feature_s = time.time() - t
             self._say(
-                f"frozen backbone: cached VLM features of {len(self.train_cache)} samples in {self.feature_s:.1f} s "
+                f"{'frozen backbone: cached VLM' if cache_kind(self.model) == 'features' else 'LoRA: cached vision'} "
+                f"features of {len(self.train_cache)} samples in {self.feature_s:.1f} s "
                 f"({tuple(self.train_cache.features.shape[1:])} per sample); the head trains on them"
             )
 
@@ -443,7 +445,7 @@ class Trainer:
             batch_size=cfg.batch_size,
             sampler=sampler,
             num_workers=cfg.data.num_workers,
-            collate_fn=collate,
+            collate_fn=train_collate(self.acc.unwrap_model(self.model), cfg.data.instruction),  # processor in workers
             pin_memory=dev.type == "cuda",
             persistent_workers=cfg.data.num_workers > 0,
             generator=torch.Generator().manual_seed(cfg.seed),  # keeps worker seeding off the global RNG
