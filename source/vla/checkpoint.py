@@ -130,11 +130,13 @@ def save_checkpoint(model, out_dir: str | Path, *, key_mapping: Any = None, inst
     """
     from .modeling import HEAD_MODULES
 
-    state = model.state_dict() if state_dict is None else state_dict
-    head_state = {k: v for k, v in state.items() if k.split(".", 1)[0] in HEAD_MODULES}
+    if state_dict is None:
+        head_state, backbone_state = model.head_state_dict(), None
+    else:
+        head_state = {k: v for k, v in state_dict.items() if k.split(".", 1)[0] in HEAD_MODULES}
+        backbone_state = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
     write_adapter = None
     if hasattr(model.backbone, "peft_config"):
-        backbone_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
 
         def write_adapter(folder: Path) -> None:
             model.backbone.save_pretrained(str(folder), safe_serialization=True, state_dict=backbone_state)
@@ -145,8 +147,9 @@ def save_checkpoint(model, out_dir: str | Path, *, key_mapping: Any = None, inst
                 from safetensors.torch import save_file
 
                 name = f".{model.backbone.active_adapter}."
+                state = model.backbone.state_dict() if backbone_state is None else backbone_state
                 tensors = {k.replace(name, "."): v.detach().to("cpu").contiguous()
-                           for k, v in backbone_state.items() if "lora_" in k and name in k}
+                           for k, v in state.items() if "lora_" in k and name in k}
                 save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
 
     return write_checkpoint(out_dir, model.cfg, head_state, model.get_norm_stats(),

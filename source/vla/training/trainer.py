@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -267,6 +268,10 @@ class Trainer:
         )
         self.show = show_progress and self.acc.is_local_main_process
         self._fsdp = self.acc.distributed_type == DistributedType.FSDP
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not self._fsdp:
+            if self.acc.is_main_process:  # accelerate enables FSDP for GPU process groups only
+                print(f"warning: an FSDP launch config runs as {self.acc.distributed_type.value} here (accelerate "
+                      "shards with FSDP on GPUs only); every process holds a full copy", file=sys.stderr)
         if self._fsdp and self.acc.is_fsdp2:
             raise TrainConfigError(
                 "fsdp_version: 2 is not supported by this trainer yet; use config/accelerate/fsdp.yaml (FSDP1, "
