@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv assets test test-fast demo bench clean
+.PHONY: help venv assets test test-fast demo bench bench-gpu clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/'
@@ -25,6 +25,9 @@ demo: assets  ## record -> train -> evaluate on the embedded default; writes out
 
 bench: assets  ## run bench/ and rewrite docs/benchmarks.md
 	$(PY) bench/run_all.py
+
+bench-gpu: assets  ## the 7B path on one CUDA GPU (<= 8 min, random weights): latency, LoRA training, MJWarp
+	$(PY) bench/gpu_suite.py
 
 clean:  ## remove outputs (keeps .venv and caches)
 	rm -rf outputs runs

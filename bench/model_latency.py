@@ -5,8 +5,11 @@
 2. `predict_action` at batch 1 with 10 vs 100 Euler steps (the seed used 100), split into the VLM
    encode and the expert's sampling loop.
 
-Writes its section of docs/benchmarks.md; the GPU section quotes the 7B measurements of
-../shared/probes/chunk_latency.py (there is no GPU on the CPU machine).
+3. The static-shape path (`vla.model.static.StaticPredictor`, no CUDA graphs on the CPU) vs eager
+   `predict_action` at batch 1.
+
+Writes its section of docs/benchmarks.md; its GPU part quotes the last `make bench-gpu` result
+(bench/results/gpu_suite.json) with the GPU and command that measured it, or says there is none.
 
     python bench/model_latency.py [--reps 7] [--threads 1]
 """
@@ -25,26 +28,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-GPU_SECTION = """\
-### GPU: the 7B preset (quoted, not re-measured here)
-Measured by `../shared/probes/chunk_latency.py` on one H100 (random weights of the real
-Qwen2.5-VL-7B shapes, bf16, sdpa, two 224x224 views + a short instruction = 160 tokens, batch 1;
-expert 6 layers, d 512, 16 queries, cross-attending to all projected tokens):
+GPU_JSON = Path(__file__).resolve().parent / "results" / "gpu_suite.json"
 
-| what | ms |
-|---|---|
-| full VLM forward (hidden states), eager | 112 |
-| of which vision tower alone, eager | 34 |
-| of which language model, eager / CUDA-graphed / torch.compile | 26.4 / 9.9 / 11.6 |
-| expert, 10 Euler steps, eager / one CUDA graph per step | 70 / 4.4 |
-| expert, 100 steps, last-token conditioning (the seed's way) | 477 |
-| whole chunk: seed's way (eager, 100 steps) / this model eager, 10 steps | 589 / 182 |
-| VLM at batch 8: batched vs per-sample loop | 185 vs 848 (4.6x) |
 
-LoRA training (r 16, attention projections) + projector + expert, no gradient checkpointing:
-20 samples/s at batch 8, 29 at batch 16, 34 GB peak. A 7B chunk is launch-bound: static shapes and
-CUDA graphs for the language model and the expert step are the next speed-up (~20 ms estimated).
-"""
+def gpu_section() -> str:
+    """The 7B GPU figures: quoted from the last `make bench-gpu` run (bench/results/gpu_suite.json), with
+    the GPU and command that measured them; never figures typed in by hand."""
+    import json
+
+    if not GPU_JSON.is_file():
+        return ("### GPU: the 7B preset\nNo GPU measurement yet: `make bench-gpu` (bench/gpu_suite.py) on a CUDA "
+                "machine measures the 7B chunk latency (eager vs static shapes + CUDA graphs) and writes its own "
+                "section below.\n")
+    r = json.loads(GPU_JSON.read_text())
+    env = r["environment"]
+    rows = [x for x in r.get("latency", []) if "eager_ms" in x]
+    lines = [f"### GPU: the 7B preset (quoted from `{r['command']}` on {env['gpu']}, {env['date']})", "",
+             "| batch | flow steps | eager (ms) | static + CUDA graphs (ms) |", "|---|---|---|---|"]
+    lines += [f"| {x['batch']} | {x['flow_steps']} | {x['eager_ms']} | {x.get('static_graphs_ms', '-')} |"
+              for x in rows]
+    return "\n".join(lines) + "\n"
 
 
 def median_ms(fn, reps: int, warmup: int = 2) -> float:
@@ -107,6 +110,10 @@ def main() -> None:
             r[f"expert_{steps}"] = median_ms(
                 lambda s=steps: model.predict_action(proprio=one[3], vlm_features=feats, vlm_mask=mask, num_steps=s),
                 args.reps)
+        from vla.model.static import StaticPredictor
+
+        static = StaticPredictor(model, batch_size=1)
+        r["static_10"] = median_ms(lambda: static(*one, num_steps=10), args.reps)
     tokens = int(batched_inputs["attention_mask"][0].sum())
 
     md = f"""## Model latency (`bench/model_latency.py`)
@@ -130,8 +137,11 @@ features) when training the tiny preset.
 | sampling only (cached VLM features) | {r['expert_10']:.1f} | {r['expert_100']:.1f} | {r['expert_100'] / r['expert_10']:.1f}x |
 
 VLM encode alone at batch 1: {r['encode_b1']:.1f} ms. Default is 10 steps (the seed used 100).
+Static-shape path (`StaticPredictor`, prompt padded to {static.prompt_len} tokens, no CUDA graphs on the CPU),
+batch 1, 10 steps: {r['static_10']:.1f} ms vs eager {r['predict_10']:.1f} ms (on the CPU it only saves the
+per-call rope index and mask work; the launch overhead CUDA graphs remove exists on a GPU only).
 
-{GPU_SECTION}"""
+{gpu_section()}"""
     print(md)
     if not args.no_write:
         from _report import write_section

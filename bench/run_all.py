@@ -2,8 +2,9 @@
 """`make bench`: run every benchmark in bench/ and rewrite docs/benchmarks.md.
 
 Each benchmark runs in its own process (Newton is one simulation per process) and replaces its own
-section of docs/benchmarks.md; this script then adds the machine/command header, the paper estimate for
-the 7B preset on one H100, and a plot (docs/images/benchmarks.png) of the simulation throughput table.
+section of docs/benchmarks.md; this script then adds the machine/command header and a plot
+(docs/images/benchmarks.png) of the simulation throughput table. GPU figures come from `make bench-gpu`
+(bench/gpu_suite.py), measured on the GPU they name.
 
     python bench/run_all.py            # full (~15 min on a 2-core machine)
     python bench/run_all.py --quick    # shorter measurements
@@ -24,26 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from _report import DOC, write_section  # noqa: E402
 
-BENCHES = ["sim_throughput.py", "expert_success.py", "model_latency.py", "train_throughput.py", "serving_latency.py"]
-
-ESTIMATE_7B = """## Paper estimate: the 7B preset on one H100
-
-Derived from the H100 measurements above (`../shared/probes/chunk_latency.py`, random weights of the real
-Qwen2.5-VL-7B shapes, bf16, two 224x224 views + instruction = 160 tokens, batch 1), not re-measured here:
-
-| quantity | estimate | how |
-|---|---|---|
-| per-chunk latency, eager, 10 flow steps | **~182 ms** (5.5 chunks/s) | measured whole chunk (VLM 112 ms + expert 70 ms) |
-| per-chunk latency, CUDA-graphed LM + expert step, 10 steps | **~50 ms** | vision tower eager 34 + LM graphed 9.9 + expert graphed 4.4 + rope index 1.2 |
-| per-chunk latency, also static vision tower (window indices precomputed, graphed) | **~20 ms** | launch-bound floor: 16.6 GB of bf16 weights read once at ~3 TB/s = 5.5 ms |
-| the seed's way (eager, 100 steps, last-token) | 589 ms | measured |
-| control rate with `replan_every=8` at 20 Hz env steps | model busy 182 ms per 400 ms of robot time (eager) | one chunk per 8 steps of 50 ms |
-| LoRA training (r 16, attention projections) + projector + expert | **~29 samples/s** at batch 16 (20 at batch 8), 34 GB peak | measured; `stack_cosmos_7b` (batch 8 x 2 accumulation) ~ 1.1 optimiser steps/s per GPU |
-| 8 x H100 with DDP | ~8x that (~230 samples/s), backbone replicated (16.6 GB bf16 fits) | linear scaling assumed for data parallel with no backbone gradients |
-
-A 7B chunk is launch-bound, not compute-bound: static shapes plus CUDA graphs are the next speed-up.
-"""
-
+BENCHES = ["sim_throughput.py", "expert_success.py", "model_latency.py", "train_throughput.py", "lora_vision_cache.py",
+           "serving_latency.py"]
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,7 +49,6 @@ def main(argv=None) -> int:
         f"1-min load average at the end {load:.1f}; {(time.perf_counter() - t0) / 60:.1f} min. Each section "
         "names the command that produced it; compare ratios within a section (machines are noisy)."
     ), first=True)
-    write_section("estimate_7b", ESTIMATE_7B)
     _plot_sim()
     print(f"[bench] wrote {DOC}")
     return 0
