@@ -83,3 +83,35 @@ def test_cuda_graph_replay_equals_eager(preset):
         scale = eager.abs().mean()
         assert (a - eager).abs().mean() < 0.05 * scale, (a - eager).abs().mean() / scale
     assert graphed._lm_graph is not None and graphed._step_graph is not None
+
+
+def test_compile_graphs_setting_gives_the_eager_chunks_on_the_cpu():
+    """`compile="graphs"` (VLAPolicy, ModelChunkSource, the policy server's ModelRunner) selects the static
+    path, one predictor per batch size; on the CPU it equals eager."""
+    from vla.model.static import CompiledPredict
+
+    model = _model("tiny")
+    graphs, eager = CompiledPredict(model, "graphs"), CompiledPredict(model, "none")
+    for batch in (1, 2, 1):
+        ctx, wrist, proprio = _obs(batch, seed=batch)
+        noise = torch.randn(batch, 16, 7)
+        torch.testing.assert_close(graphs(ctx, wrist, "lift the red cube", proprio, noise=noise, num_steps=4),
+                                   eager(ctx, wrist, "lift the red cube", proprio, noise=noise, num_steps=4),
+                                   atol=2e-5, rtol=1e-5)
+    assert sorted(graphs.predictors) == [1, 2]
+    with pytest.raises(ValueError, match="compile"):
+        CompiledPredict(model, "trt")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_make_bench_gpu_refuses_cleanly_without_cuda():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "gpu_suite.py")], cwd=root, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA GPU" in lines[0] and "make bench-gpu" in lines[0]

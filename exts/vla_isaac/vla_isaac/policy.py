@@ -91,8 +91,12 @@ class ModelChunkSource(ChunkSource):
     """Chunks from a ``VLAModel`` in this process (``predict_action`` with the policy's noise)."""
 
     def __init__(self, model: torch.nn.Module, *, device=None, num_flow_steps: int | None = None,
-                 key_mapping: KeyMapping | Mapping | None = None, instruction: str | None = None):
+                 key_mapping: KeyMapping | Mapping | None = None, instruction: str | None = None,
+                 compile: str = "none"):
+        from vla.model.static import CompiledPredict
+
         self.model = model.eval()
+        self.predict = CompiledPredict(model, compile)  # "graphs": static shapes + CUDA graphs (vla.model.static)
         self.device = torch.device(device or next(model.parameters()).device)
         cfg = model.cfg
         self.chunk, self.action_dim, self.image_size = int(cfg.num_queries), int(cfg.action_dim), tuple(cfg.image_size)
@@ -103,8 +107,8 @@ class ModelChunkSource(ChunkSource):
         kw = {"noise": noise}
         if self.num_flow_steps is not None:
             kw["num_steps"] = self.num_flow_steps
-        out = self.model.predict_action(inputs["context_image"], inputs["wrist_image"], inputs["instruction"],
-                                        inputs["proprio"].to(self.device), **kw)
+        out = self.predict(inputs["context_image"], inputs["wrist_image"], inputs["instruction"],
+                           inputs["proprio"].to(self.device), **kw)
         return out.float().cpu()
 
 
@@ -128,6 +132,9 @@ class VLAPolicy:
             open/close chatter of a policy unsure whether it holds the cube.
         dtype: float32 or bfloat16 for the model (inputs/outputs stay float32); ``None`` = bfloat16 on
             CUDA, float32 on the CPU (``vla.utils.device.resolve_dtype``).
+        compile: ``"none"`` (eager ``predict_action``) or ``"graphs"``: static shapes with the language
+            model and one flow-expert step as CUDA graphs on CUDA (``vla.model.static``; on the CPU the
+            static path without graphs, equal to eager).
         seed: seeds the flow-matching noise so evaluation runs are reproducible.
     """
 
@@ -148,11 +155,12 @@ class VLAPolicy:
         dtype: torch.dtype | str | None = None,
         seed: int = 0,
         num_envs: int | None = None,
+        compile: str = "none",
     ):
         if isinstance(checkpoint, ChunkSource):  # e.g. a policy server (vla_isaac.remote_policy.RemotePolicy)
             self.source = checkpoint
         elif isinstance(checkpoint, torch.nn.Module):
-            self.source = ModelChunkSource(checkpoint, device=device, num_flow_steps=num_flow_steps)
+            self.source = ModelChunkSource(checkpoint, device=device, num_flow_steps=num_flow_steps, compile=compile)
         else:
             from vla.checkpoint import load_vla_for_inference, read_checkpoint_config
 
@@ -161,7 +169,7 @@ class VLAPolicy:
             device = device or (env.device if env is not None else "cpu")
             model = load_vla_for_inference(checkpoint, device=device, dtype=resolve_dtype(dtype, device))
             meta = read_checkpoint_config(checkpoint)
-            self.source = ModelChunkSource(model, device=device, num_flow_steps=num_flow_steps,
+            self.source = ModelChunkSource(model, device=device, num_flow_steps=num_flow_steps, compile=compile,
                                            key_mapping=meta.get("key_mapping"), instruction=meta.get("instruction"))
         self.model = getattr(self.source, "model", None)  # None for a remote source
         self.device = self.source.device

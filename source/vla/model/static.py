@@ -78,8 +78,7 @@ class StaticPredictor:
         self.proprio = torch.zeros(b, self.cfg.proprio_dim, dtype=self.head_dtype, device=dev)
         self.masks: dict[str, torch.Tensor | None] = {}
         self._prompt_key: bytes | None = None
-        self._lm_graph = self._step_graph = None
-        self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
+        self._lm_graph = self._step_graph = None  # each with its own memory pool
 
     # ------------------------------------------------------------------ per prompt
     def _set_prompt(self, inputs: dict[str, torch.Tensor]) -> None:
@@ -124,7 +123,7 @@ class StaticPredictor:
         hidden = self.core.language_model(inputs_embeds=embeds, attention_mask=dict(self.masks),
                                           position_ids=self.positions, use_cache=False).last_hidden_state
         feats = hidden.gather(1, self.order[..., None].expand(-1, -1, hidden_size))
-        feats = feats * self.select[..., None].to(feats.dtype)
+        feats = feats.masked_fill(~self.select[..., None], 0)  # as select_tokens (which multiplies by the mask)
         memory, _ = self.model.project(feats, self.select)
         self.memory.copy_(memory)
 
@@ -140,7 +139,7 @@ class StaticPredictor:
                 body()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph):
             body()
         return graph
 
@@ -194,3 +193,33 @@ class StaticPredictor:
             self._run("_step_graph", self._step_body)
             self.x.copy_(self.x + dt * self.v)
         return model.normalizer.denormalize("action", self.x.clone())
+
+
+COMPILE_MODES = ("none", "graphs")
+
+
+class CompiledPredict:
+    """A `predict_action`-compatible callable chosen by a `--compile` setting.
+
+    "none": the model's eager `predict_action`. "graphs": one `StaticPredictor` per batch size seen
+    (CUDA graphs on CUDA; on the CPU the static path without graphs, which equals eager); each holds its
+    own buffers and graphs, so a server with many batch sizes pays memory for each.
+    """
+
+    def __init__(self, model, mode: str = "none", **static_kw):
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile: {mode!r} is not one of {COMPILE_MODES}")
+        self.model, self.mode, self.static_kw = model, mode, static_kw
+        self.predictors: dict[int, StaticPredictor] = {}
+
+    def __call__(self, context_images, wrist_images, instructions, proprio, *, noise: torch.Tensor | None = None,
+                 num_steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.mode == "none":  # only the keywords given: duck-typed models need not take the others
+            kw = {k: v for k, v in (("num_steps", num_steps), ("generator", generator)) if v is not None}
+            return self.model.predict_action(context_images, wrist_images, instructions, proprio, noise=noise, **kw)
+        batch = int(np.asarray(proprio.cpu() if isinstance(proprio, torch.Tensor) else proprio).reshape(
+            -1, self.model.cfg.proprio_dim).shape[0])
+        if batch not in self.predictors:
+            self.predictors[batch] = StaticPredictor(self.model, batch, **self.static_kw)
+        return self.predictors[batch](context_images, wrist_images, instructions, proprio, noise=noise,
+                                      num_steps=num_steps, generator=generator)

@@ -17,14 +17,19 @@ from vla.serving.spec import PolicySpec
 
 
 class ModelRunner:
-    def __init__(self, model, spec: PolicySpec, *, num_flow_steps: int | None = None, seed: int = 0):
+    def __init__(self, model, spec: PolicySpec, *, num_flow_steps: int | None = None, seed: int = 0,
+                 compile: str = "none"):
+        from vla.model.static import CompiledPredict
+
         self.model, self.spec, self.num_flow_steps = model.eval(), spec, num_flow_steps
+        # "graphs": static shapes + CUDA graphs, one set per batch size the micro-batcher forms
+        self.predict = CompiledPredict(self.model, compile)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
                         instruction: str | None = None, num_flow_steps: int | None = None,
-                        seed: int = 0) -> ModelRunner:
+                        seed: int = 0, compile: str = "none") -> ModelRunner:
         """Load and verify a checkpoint; its key mapping and instruction define the observations served."""
         from vla.checkpoint import CheckpointError, load_vla_for_inference, read_checkpoint_config
 
@@ -38,7 +43,7 @@ class ModelRunner:
             raise CheckpointError(f"{path}: checkpoint has no instruction; pass --instruction")
         model = load_vla_for_inference(path, device=device, dtype=dtype)
         return cls(model, PolicySpec.from_model(model, mapping, instruction), num_flow_steps=num_flow_steps,
-                   seed=seed)
+                   seed=seed, compile=compile)
 
     @torch.inference_mode()
     def __call__(self, samples: Sequence[Sample]) -> list[np.ndarray]:
@@ -49,7 +54,7 @@ class ModelRunner:
         kw = {"noise": noise}
         if self.num_flow_steps is not None:
             kw["num_steps"] = self.num_flow_steps
-        out = self.model.predict_action(
+        out = self.predict(
             torch.from_numpy(np.stack([s.context_image for s in samples])),
             torch.from_numpy(np.stack([s.wrist_image for s in samples])),
             [s.instruction for s in samples],
