@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gripper_hysteresis", type=float, default=0.0,
                    help="latch the gripper: flip only when the prediction crosses -h / +h (0: raw value)")
     p.add_argument("--flow_steps", type=int, default=None, help="Euler steps of the flow sampler (default: checkpoint's)")
+    p.add_argument("--compile", default="none", choices=["none", "graphs"],
+                   help="graphs: static shapes + CUDA graphs for the LM and the expert step (vla.model.static)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="policy model dtype (default: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--render_all_steps", action="store_true",
@@ -76,6 +78,10 @@ def main(argv=None) -> int:
     if args.checkpoint and args.policy_server:
         print("error: --checkpoint and --policy_server exclude each other: evaluate a local checkpoint or a served "
               "policy", file=sys.stderr)
+        return 2
+    if args.compile != "none" and args.policy_server:
+        print("error: --compile applies to an in-process checkpoint; start the server with "
+              "`serve_policy.py --compile graphs` instead", file=sys.stderr)
         return 2
     if args.policy == "vla" and not args.checkpoint and not args.policy_server:
         print("error: --policy vla needs --checkpoint CKPT (train one: python scripts/train.py --config "
@@ -147,6 +153,8 @@ def main(argv=None) -> int:
                 dtype=dtype,
                 instruction=args.instruction,
             )
+            if args.compile != "none":  # in-process model only (a policy server has its own --compile)
+                policy_kw["compile"] = args.compile
         elif args.policy == "lerobot":
             policy_kw = dict(instruction=args.instruction)
         try:

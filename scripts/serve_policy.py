@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model dtype (default bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--flow_steps", type=int, default=None,
                    help="Euler steps of the flow sampler (default: checkpoint's)")
+    p.add_argument("--compile", default="none", choices=["none", "graphs"],
+                   help="graphs: static shapes + CUDA graphs for the LM and the expert step, per batch size")
     p.add_argument("--instruction", default=None, help="default instruction when a client sends no 'prompt'")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise drawn for requests that carry none")
     p.add_argument("--max_batch", type=int, default=16, help="most observations per model call")
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
     try:
         runner = ModelRunner.from_checkpoint(args.checkpoint, device=device, dtype=dtype, instruction=args.instruction,
-                                             num_flow_steps=args.flow_steps, seed=args.seed)
+                                             num_flow_steps=args.flow_steps, seed=args.seed, compile=args.compile)
         server = PolicyServer(runner, host=args.host, port=args.port, api_key=api_key,
                               max_message_bytes=int(args.max_message_mb * (1 << 20)),
                               max_connections=args.max_connections, max_batch=args.max_batch,
