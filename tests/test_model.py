@@ -576,3 +576,24 @@ def test_cached_vision_features_equal_the_image_path_and_skip_the_vision_tower(t
     torch.testing.assert_close(losses[1], losses[0], atol=1e-6, rtol=1e-5)
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-4)
+
+
+def test_kbit_preparation_only_when_lora_trains_on_4bit_weights(monkeypatch, tmp_path):
+    """peft's prepare_model_for_kbit_training (upcasts every non-quantised weight to float32) runs for a LoRA
+    run on 4-bit weights, never for inference (bitsandbytes is stood in for: the loading path is the same)."""
+    import peft
+    import vla.backbone.qwen as qwen
+
+    calls = []
+    real_load = qwen._from_pretrained_quietly
+    monkeypatch.setattr(qwen, "_quantization_config", lambda cfg, device: object() if cfg.load_in_4bit else None)
+    monkeypatch.setattr(qwen, "_from_pretrained_quietly", lambda cls, source, **kw: real_load(
+        cls, source, **{k: v for k, v in kw.items() if k not in ("quantization_config", "device_map")}))
+    monkeypatch.setattr(peft, "prepare_model_for_kbit_training",
+                        lambda model, **kw: calls.append(kw) or model)
+    cfg = load_model_preset("tiny-lora", load_in_4bit=True)
+    VLAModel(cfg)  # training a fresh LoRA
+    assert len(calls) == 1
+    VLAModel(cfg, trainable=False)  # inference
+    VLAModel(load_model_preset("tiny", load_in_4bit=True))  # no LoRA: nothing trains in the backbone
+    assert len(calls) == 1

@@ -56,9 +56,8 @@ def build_random_backbone(backbone: str, *, device: str | torch.device = "meta",
     from transformers import Qwen2_5_VLModel
 
     config = qwen_config(backbone, token_ids=token_ids)
-    config._attn_implementation = attn_implementation
     with torch.device(device):
-        return Qwen2_5_VLModel._from_config(config, dtype=dtype)
+        return Qwen2_5_VLModel._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
 
 
 # The published preprocessor_config.json's image settings (Qwen2VLImageProcessor).
