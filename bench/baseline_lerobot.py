@@ -16,7 +16,8 @@ Stages (each reused from ``--output`` when its result exists; ``--fresh`` redoes
 
 The budget is CPU time, not wall-clock time, so the result does not depend on what else the machine
 runs: ``--budget_cpu_s 284`` is the tiny VLA's training stage in ``make demo`` (284 s wall-clock on the
-idle 2-core machine, docs/demo.md). Writes ``summary.json`` in ``--output`` and, with ``--write_doc``, its
+idle 2-core machine, docs/demo.md, with one torch thread: ``cpu_threads: 1`` in
+config/training/lift_tiny_cpu.yaml, so about as many CPU seconds). ACT also trains on one thread. Writes ``summary.json`` in ``--output`` and, with ``--write_doc``, its
 section of docs/benchmarks.md. Needs the ``[lerobot]`` extra.
 
     python bench/baseline_lerobot.py --output outputs/lerobot_baseline --write_doc
@@ -204,7 +205,8 @@ Machine: {machine()} (shared with other jobs). ACT as LeRobot ships it (`lerobot
 ResNet-18 trained from scratch with `--policy.pretrained_backbone_weights=null`, chunk {args.chunk_size} with
 {args.n_action_steps} actions executed per call like the demo's VLA, batch {args.batch_size}, one torch thread) on
 `make demo`'s 100 Lift-Cube demos at 64 px exported with `scripts/export_lerobot.py`; trained for the CPU time the tiny
-VLA's training took ({args.budget_cpu_s:.0f} s: {b['steps']} steps at {b['cpu_s_per_step']:.2f} CPU s/step after
+VLA's training took ({args.budget_cpu_s:.0f} s: `make demo`'s train stage, 284 s wall-clock on the idle machine with
+one torch thread, `cpu_threads: 1` in config/training/lift_tiny_cpu.yaml; for ACT {b['steps']} steps at {b['cpu_s_per_step']:.2f} CPU s/step after
 {b['startup_cpu_s']:.0f} s of start-up, measured by two short runs); evaluated by `scripts/eval_vla.py --policy lerobot`
 on the {args.num_episodes} Lift-Cube episodes of seed {args.eval_seed}.
 

@@ -230,3 +230,30 @@ def test_act_drives_lift_cube_through_the_episode_runner(exported, act_checkpoin
         env.close()
     assert len(res.episodes) == 1 and res.episodes[0].length == 6 and res.episodes[0].outcome == "time_out"
     assert ctrl.act.num_model_calls == 3  # 6 steps / n_action_steps 2
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_eval_vla_cli_runs_a_lerobot_checkpoint(repo_root, tmp_path, exported, act_checkpoint):
+    """scripts/eval_vla.py --policy lerobot: the dataset is found through train_config.json (as lerobot-train
+    writes it), episodes and summary as for the VLA."""
+    import shutil
+    import subprocess
+    import sys
+
+    _, root, _ = exported
+    ckpt = tmp_path / "run" / "checkpoints" / "last" / "pretrained_model"
+    shutil.copytree(act_checkpoint, ckpt)
+    (ckpt / "train_config.json").write_text(json.dumps({"dataset": {"repo_id": "local/ds", "root": str(root)}}))
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "scripts/eval_vla.py", "--task", "Lift-Cube", "--policy", "lerobot", "--checkpoint",
+           str(tmp_path / "run"), "--num_episodes", "1", "--image_size", "64", "64", "--episode_length_s", "0.3",
+           "--videos", "0", "--no_progress", "--output", str(out)]
+    r = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"] == "lerobot" and summary["num_episodes"] == 1 and summary["mean_episode_length"] == 6
+    assert "Lift-Cube lerobot: success 0/1" in r.stdout
+    r = subprocess.run([*cmd[:6], "--num_envs", "2", *cmd[6:]], cwd=repo_root, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 2 and "--num_envs 1" in r.stderr
