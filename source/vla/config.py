@@ -19,8 +19,8 @@ PROJECTORS = ("mlp", "ln_linear")
 NORM_MODES = ("mean_std", "quantile")
 TIME_SAMPLING = ("uniform", "beta")
 
-# LoRA on the language model's attention projections only (module names are `model.language_model.*`;
-# the vision tower lives under `model.visual.*` and stays untouched).
+# LoRA on the language model's attention projections only (module names of the base Qwen2_5_VLModel are
+# `language_model.*`; the vision tower lives under `visual.*` and stays untouched).
 DEFAULT_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 
 
