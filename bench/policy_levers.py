@@ -156,6 +156,35 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, c - h), min(1.0, c + h)
 
 
+def first_episodes(name: str, n: int) -> list[dict] | None:
+    """The first ``n`` episodes of a row's 50-episode evaluation, also while it is still running (eval_vla.py
+    writes episodes.jsonl.tmp as they finish, in order): rows compared on the same episodes."""
+    for f in (OUT / name / "eval50" / "episodes.jsonl", OUT / name / "eval50" / "episodes.jsonl.tmp"):
+        if f.exists():
+            eps = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+            return eps[:n] if len(eps) >= n else None
+    return None
+
+
+def table_first(n: int) -> str:
+    rows = [f"| lever | success, first {n} episodes | 95% CI | image_effect_ratio | wrist_effect_ratio "
+            "| val MSE (blank) | MSE / blank |", "|---|---|---|---|---|---|---|"]
+    for name, lever in LEVERS.items():
+        eps = first_episodes(name, n)
+        if eps is None:
+            continue
+        k = sum(e["success"] for e in eps)
+        lo, hi = wilson(k, n)
+        base = lever.get("base", name)
+        diag = OUT / base / "diagnosis" / "diagnosis.json"
+        d = json.loads(diag.read_text()) if diag.exists() else {}
+        mse, blank = d.get("val_action_mse"), d.get("blank_image_val_action_mse")
+        cond = (f"{d['image_effect_ratio']:.3f} | {d['wrist_effect_ratio']:.3f} | {mse:.3f} ({blank:.3f}) | "
+                f"{mse / blank:.2f}") if d else "- | - | - | -"
+        rows.append(f"| {lever['label']} | {k}/{n} ({k / n:.0%}) | {lo:.0%}-{hi:.0%} | {cond} |")
+    return "\n".join(rows)
+
+
 def table() -> str:
     rows = ["| lever | demos | success | 95% CI | mean length | image_effect_ratio | wrist_effect_ratio "
             "| val MSE (blank) | MSE / blank |", "|---|---|---|---|---|---|---|---|---|"]
@@ -175,6 +204,53 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def analyse(name: str, episodes: int, out: Path) -> dict:
+    """Where the hand is when a row's policy first closes the gripper, and how often it flips it, per episode
+    (same env, policy options and seeds as the row's evaluation; privileged state read from the scene)."""
+    import torch
+
+    from vla_isaac.envs import make_env, make_env_cfg
+    from vla_isaac.policy import VLAPolicy
+
+    lever = LEVERS[name]
+    ckpt = OUT / lever.get("base", name) / "train" / "final"
+    flags = lever.get("eval", [])
+    kw = {"replan_every": int(flags[flags.index("--replan_every") + 1]) if "--replan_every" in flags else 4,
+          "gripper_hysteresis": float(flags[flags.index("--gripper_hysteresis") + 1])
+          if "--gripper_hysteresis" in flags else 0.0,
+          "temporal_ensemble": "--temporal_ensemble" in flags}
+    env = make_env(make_env_cfg("Lift-Cube", num_envs=1, image_size=(64, 64), seed=100))
+    rows = []
+    try:
+        policy = VLAPolicy(ckpt, env, seed=100, **kw)
+        cube, ee = env.scene["cube_1"], env.scene["ee_frame"]
+        with torch.inference_mode():
+            obs, _ = env.reset(seed=100)
+            policy.reset()
+            first_close, flips, last, t = None, 0, 1.0, 0
+            while len(rows) < episodes:
+                act = policy(obs)
+                g = 1.0 if float(act[0, -1]) >= 0 else -1.0
+                if g != last:
+                    flips += 1
+                    if g < 0 and first_close is None:
+                        rel = (cube.data.root_pos_w.torch[0] - ee.data.target_pos_w.torch[0, 0]).tolist()
+                        first_close = {"step": t, "xy_cm": 100 * math.hypot(rel[0], rel[1]), "dz_cm": -100 * rel[2]}
+                last = g
+                obs, _, term, trunc, _ = env.step(act)
+                t += 1
+                if bool((term | trunc)[0]):
+                    ok = bool(env.termination_manager.get_term("success")[0])
+                    rows.append({"success": ok, "length": t, "first_close": first_close, "gripper_flips": flips})
+                    print(rows[-1], flush=True)
+                    policy.reset()
+                    first_close, flips, last, t = None, 0, 1.0, 0
+    finally:
+        env.close()
+    out.write_text(json.dumps(rows, indent=2))
+    return {"episodes": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -183,8 +259,15 @@ def main(argv=None) -> int:
     r.add_argument("--episodes", type=int, default=50)
     r.add_argument("--steps", type=int, default=6000)
     sub.add_parser("record").add_argument("names", nargs="+", choices=sorted(DEMOS))
-    sub.add_parser("table")
+    sub.add_parser("table").add_argument("--first", type=int, default=None,
+                                         help="compare the rows on their first N evaluation episodes")
+    a = sub.add_parser("analyse", help="first gripper close: hand-cube offset, and gripper flips, per episode")
+    a.add_argument("name", choices=sorted(LEVERS))
+    a.add_argument("--episodes", type=int, default=10)
     args = ap.parse_args(argv)
+    if args.cmd == "analyse":
+        analyse(args.name, args.episodes, OUT / args.name / f"analysis{args.episodes}.json")
+        return 0
     if args.cmd == "record":
         for n in args.names:
             print(record(n))
@@ -194,7 +277,7 @@ def main(argv=None) -> int:
             e = res["eval"]
             print(f"{n}: {e['num_success']}/{e['num_episodes']} image_effect {res['diagnosis'].get('image_effect_ratio')}")
     else:
-        print(table())
+        print(table_first(args.first) if args.first else table())
     return 0
 
 
