@@ -115,3 +115,17 @@ def test_make_bench_gpu_refuses_cleanly_without_cuda():
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "no CUDA GPU" in lines[0] and "make bench-gpu" in lines[0]
+
+
+def test_static_predictor_works_in_and_out_of_inference_mode():
+    """The policy server's runner calls under torch.inference_mode; the buffers must stay updatable outside it."""
+    model = _model("tiny")
+    ctx, wrist, proprio = _obs(1)
+    noise = torch.randn(1, 16, 7)
+    ref = model.predict_action(ctx, wrist, "lift", proprio, noise=noise)
+    with torch.inference_mode():
+        predictor = StaticPredictor(model, 1)
+        inside = predictor(ctx, wrist, "lift", proprio, noise=noise)
+    outside = predictor(ctx, wrist, "lift", proprio, noise=noise)
+    torch.testing.assert_close(inside, ref, atol=2e-5, rtol=1e-5)
+    assert torch.equal(inside, outside)

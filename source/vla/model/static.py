@@ -59,9 +59,13 @@ class StaticPredictor:
             raise ValueError(f"prompt_len: {self.width} memory tokens exceed max_memory_tokens "
                              f"{self.cfg.max_memory_tokens}; lower prompt_len or raise max_memory_tokens")
 
+        with torch.inference_mode(False):  # persistent buffers: normal tensors even if built in inference mode
+            self._allocate()
+
+    def _allocate(self) -> None:
         b, length, dev = self.batch_size, self.prompt_len, self.device
         emb = self.core.get_input_embeddings().weight
-        self.lm_dtype, self.head_dtype = emb.dtype, model.head_dtype
+        self.lm_dtype, self.head_dtype = emb.dtype, self.model.head_dtype
         hidden = emb.shape[1]
         # Buffers: graphs read and write these addresses; every call copies its inputs into them.
         self.ids = torch.zeros(b, length, dtype=torch.long, device=dev)
@@ -154,11 +158,19 @@ class StaticPredictor:
         graph.replay()
 
     # ------------------------------------------------------------------ a chunk
-    @torch.no_grad()
     def __call__(self, context_images, wrist_images, instructions: Sequence[str] | str, proprio, *,
                  noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  num_steps: int | None = None) -> torch.Tensor:
-        """Action chunks in raw units, float32 (batch_size, num_queries, action_dim), as `predict_action`."""
+        """Action chunks in raw units, float32 (batch_size, num_queries, action_dim), as `predict_action`.
+
+        Runs outside inference mode even when called inside it (the policy server's runner is): the buffers
+        and graphs persist across calls, and inference tensors could not be updated in place outside it.
+        """
+        with torch.inference_mode(False), torch.no_grad():
+            return self._predict(context_images, wrist_images, instructions, proprio, noise=noise,
+                                 generator=generator, num_steps=num_steps)
+
+    def _predict(self, context_images, wrist_images, instructions, proprio, *, noise, generator, num_steps):
         from vla.modeling import _checked, _tensor
 
         model, cfg, b = self.model, self.cfg, self.batch_size
