@@ -5,7 +5,8 @@
     against the scripted expert and an untrained policy -> write a report folder
 
 The report lands in ``outputs/demo-<time>/``: ``summary.json``, ``success_table.md``, ``loss_curve.png``,
-``policy_episode.mp4``, ``snapshots/`` (what both cameras see) and ``logs/``. Stages reuse earlier
+``policy_success.mp4`` / ``policy_failure.mp4`` (a 256 px viewer camera beside the policy's two views),
+``snapshots/`` (what both cameras see) and ``logs/``. Stages reuse earlier
 outputs from ``outputs/demo-cache/`` when re-run with the same settings (``--fresh`` redoes them).
 Each stage is its own process (Newton is one simulation per process; it also keeps memory flat).
 """
@@ -16,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -31,12 +31,23 @@ TASK = "Lift-Cube"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num_demos", type=int, default=100, help="expert demos to record (~2 s each at 64 px)")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="DART recovery data: std of the noise on the expert's executed arm command [m, rad per "
+                        "step], the clean command recorded as the label (0, the default: noise-free demos; 0.03 "
+                        "did not lift success and broke the blank-image MSE gate: docs/benchmarks.md)")
+    p.add_argument("--record_procs", type=int, default=2,
+                   help="recording processes (one per core), each with its own seed; the files are trained on together")
     p.add_argument("--image_size", type=int, default=64, help="camera resolution (square) for recording and evaluation")
     p.add_argument("--train_steps", type=int, default=6000, help="training steps of the tiny preset (~4 min)")
-    p.add_argument("--eval_episodes", type=int, default=20, help="episodes per evaluated policy")
+    p.add_argument("--eval_episodes", type=int, default=50, help="episodes per evaluated policy")
     p.add_argument("--replan_every", type=int, default=4,
                    help="actions executed per predicted 16-step chunk by the VLA policies (4 reacts to the wrist "
                         "camera twice as often as 8 at the same evaluation time; docs/demo.md)")
+    p.add_argument("--gripper_hysteresis", type=float, default=0.0,
+                   help="VLA policies: latch the gripper, flipping only when the prediction crosses -h / +h")
+    p.add_argument("--video_episodes", type=int, default=6,
+                   help="scripts/policy_video.py: up to this many episodes of the trained policy, from a 256 px viewer "
+                        "camera beside the policy's two views, until a success and a failure are filmed (0: no video)")
     p.add_argument("--eval_episode_length_s", type=float, default=None,
                    help="shorten evaluation episodes (default: the task's own length)")
     p.add_argument("--seed", type=int, default=0)
@@ -89,6 +100,30 @@ class Stages:
             raise SystemExit(f"error: stage '{name}' failed (exit {proc.returncode}); log: {log}\n" + "\n".join(tail))
         self.bar.update(1)
 
+    def run_parallel(self, name: str, cmds: list[list[str]]) -> None:
+        """Several processes of one stage at once (e.g. one recording per core); logs ``name-<i>.log``."""
+        t0 = time.perf_counter()
+        self.bar.set_description(f"make demo [{name} x{len(cmds)}]")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        logs = [self.logs / f"{name}-{i}.log" for i in range(len(cmds))]
+        procs = []
+        for cmd, log in zip(cmds, logs):
+            f = open(log, "w")
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            procs.append((subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env), f, log))
+        failed = []
+        for proc, f, log in procs:
+            if proc.wait() != 0:
+                failed.append((proc.returncode, log))
+            f.close()
+        self.times[name] = time.perf_counter() - t0
+        if failed:
+            rc, log = failed[0]
+            tail = log.read_text().splitlines()[-15:]
+            raise SystemExit(f"error: stage '{name}' failed (exit {rc}); log: {log}\n" + "\n".join(tail))
+        self.bar.update(1)
+
     def skip(self, name: str, why: str) -> None:
         self.times[name] = 0.0
         self.bar.write(f"[{name}] reusing {why}")
@@ -108,23 +143,29 @@ def main(argv=None) -> int:
     st.run("snapshots", [PY, "scripts/snapshot.py", "--task", TASK, "--output", str(report / "snapshots"),
                          "--image_size", size, size], show_progress=False)
 
-    # 2. expert demos (cached by settings)
+    # 2. expert demos (cached by settings): one recording process per core, each its own seed and file
     sim_code = source_key("exts/vla_isaac/vla_isaac")  # scene, cameras, expert, recorder
-    demos = cache / f"lift_demos-{key(args.num_demos, args.image_size, args.seed, sim_code)}.hdf5"
-    if demos.exists() and not args.fresh:
-        st.skip("record", str(demos))
+    procs = max(1, min(args.record_procs, args.num_demos))
+    shares = [args.num_demos // procs + (i < args.num_demos % procs) for i in range(procs)]
+    rec_key = key(args.num_demos, args.image_size, args.seed, args.noise, procs, sim_code)
+    demo_files = [cache / f"lift_demos-{rec_key}-{i}.hdf5" for i in range(procs)]
+    if all(f.exists() for f in demo_files) and not args.fresh:
+        st.skip("record", ", ".join(map(str, demo_files)))
     else:
-        demos.parent.mkdir(parents=True, exist_ok=True)
-        st.run("record", [PY, "scripts/record_demos.py", "--task", TASK, "--num_demos", str(args.num_demos),
-                          "--output", str(demos), "--image_size", size, "--seed", str(args.seed), "--overwrite"])
+        cache.mkdir(parents=True, exist_ok=True)
+        cmds = [[PY, "scripts/record_demos.py", "--task", TASK, "--num_demos", str(n), "--output", str(f),
+                 "--image_size", size, "--seed", str(args.seed + 1000 * i), "--noise", str(args.noise), "--overwrite"]
+                for i, (n, f) in enumerate(zip(shares, demo_files))]
+        st.run_parallel("record", cmds)
+    demos = demo_files[0]
 
     # 3. train the tiny preset (and save its untrained twin, the floor of the comparison)
     # the training configs' contents are part of the key: editing them retrains instead of reusing
     configs = [(ROOT / "config" / "training" / "lift_tiny_cpu.yaml").read_text(),
                (ROOT / "config" / "model" / "tiny.yaml").read_text()]
-    run_dir = cache / f"train-{key(demos.name, args.train_steps, args.seed, configs, source_key('source/vla'))}"
+    run_dir = cache / f"train-{key(rec_key, args.train_steps, args.seed, configs, source_key('source/vla'))}"
     ckpt, untrained = run_dir / "final", cache / f"untrained-{key(run_dir.name, args.seed)}"
-    common = ["--config", "lift_tiny_cpu", f"data.files=[{demos}]", f"seed={args.seed}"]
+    common = ["--config", "lift_tiny_cpu", f"data.files=[{','.join(map(str, demo_files))}]", f"seed={args.seed}"]
     if (ckpt / "manifest.json").exists() and not args.fresh:
         st.skip("train", str(ckpt))
     else:
@@ -139,13 +180,14 @@ def main(argv=None) -> int:
     diagnoses = {}
     for name, ck in (("VLA tiny (trained)", ckpt), ("VLA tiny (untrained)", untrained / "final")):
         out = report / "diagnosis" / ("trained" if "(trained)" in name else "untrained")
-        st.run(f"diagnose-{out.name}", [PY, "scripts/diagnose_vla.py", "--checkpoint", str(ck), "--dataset", str(demos),
+        st.run(f"diagnose-{out.name}", [PY, "scripts/diagnose_vla.py", "--checkpoint", str(ck), "--dataset",
+                                        *map(str, demo_files),
                                         "--num_samples", "0", "--seed", str(args.seed), "--output", str(out)],
                show_progress=False)
         diagnoses[name] = json.loads((out / "diagnosis.json").read_text())
 
     # 5. closed-loop evaluation: expert, trained and untrained policy, two processes at a time (2 cores)
-    replan = ["--replan_every", str(args.replan_every)]
+    replan = ["--replan_every", str(args.replan_every), "--gripper_hysteresis", str(args.gripper_hysteresis)]
     evals = {
         "scripted expert": ["--policy", "expert"],
         "VLA tiny (trained)": ["--checkpoint", str(ckpt), *replan],
@@ -159,7 +201,7 @@ def main(argv=None) -> int:
     def run_eval(name):
         cmd = [PY, "scripts/eval_vla.py", "--task", TASK, *evals[name], "--num_episodes", str(args.eval_episodes),
                "--seed", str(args.seed + 100), "--image_size", size, size, "--output", str(out_of[name]),
-               "--videos", "1" if name == "VLA tiny (trained)" else "0", "--no_progress"]
+               "--videos", "0", "--no_progress"]
         if args.eval_episode_length_s:
             cmd += ["--episode_length_s", str(args.eval_episode_length_s)]
         with open(st.logs / f"eval-{out_of[name].name}.log", "w") as f:
@@ -168,8 +210,22 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: evaluation of {name} failed (exit {rc}); log: {st.logs}/eval-{out_of[name].name}.log")
         return json.loads((out_of[name] / "summary.json").read_text())
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        summaries = dict(zip(evals, pool.map(run_eval, evals)))
+    def run_video():  # a separate process: only it renders the viewer camera
+        cmd = [PY, "scripts/policy_video.py", "--checkpoint", str(ckpt), "--task", TASK, "--output", str(report),
+               "--seed", str(args.seed + 100), "--image_size", size, size, "--max_episodes", str(args.video_episodes),
+               *replan]
+        if args.eval_episode_length_s:
+            cmd += ["--episode_length_s", str(args.eval_episode_length_s)]
+        with open(st.logs / "video.log", "w") as f:
+            rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        return json.loads((report / "videos.json").read_text()) if rc == 0 and (report / "videos.json").exists() else {}
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the longest evaluations first
+        jobs = {name: pool.submit(run_eval, name) for name in ("VLA tiny (untrained)", "VLA tiny (trained)")}
+        video = pool.submit(run_video) if args.video_episodes > 0 else None
+        jobs["scripted expert"] = pool.submit(run_eval, "scripted expert")
+        summaries = {name: jobs[name].result() for name in evals}
+        videos = video.result() if video else {}
     st.times["evaluate"] = time.perf_counter() - t0
     st.bar.update(1)
 
@@ -177,9 +233,6 @@ def main(argv=None) -> int:
     st.bar.set_description("make demo [report]")
     train_summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     _loss_curve(run_dir / "metrics.jsonl", report / "loss_curve.png")
-    vids = sorted((out_of["VLA tiny (trained)"] / "videos").glob("*.mp4"))
-    if vids:
-        shutil.copy(vids[0], report / "policy_episode.mp4")
     rows = ["| policy | success | 95% CI | mean episode length | image_effect_ratio | wrist_effect_ratio "
             "| val action MSE (images blanked) |", "|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
@@ -192,7 +245,8 @@ def main(argv=None) -> int:
     table = "\n".join(rows)
     (report / "success_table.md").write_text(f"# {TASK}: closed-loop success\n\n{table}\n")
     summary = {
-        "task": TASK, "settings": vars(args), "demos": str(demos), "checkpoint": str(ckpt),
+        "task": TASK, "settings": vars(args), "demos": [str(f) for f in demo_files], "checkpoint": str(ckpt),
+        "videos": {k: v["file"] for k, v in videos.items()},
         "training": train_summary, "evaluation": summaries, "diagnosis": diagnoses, "stage_seconds": st.times,
         "total_seconds": time.perf_counter() - t_start,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +35,7 @@ def test_demo_pipeline_end_to_end(repo_root, tmp_path):
     """A small `make demo`: record -> train -> evaluate -> report, then a re-run reuses the stages."""
     out, cache = tmp_path / "report", tmp_path / "cache"
     cmd = [sys.executable, "scripts/demo.py", "--num_demos", "3", "--train_steps", "40", "--eval_episodes", "2",
-           "--eval_episode_length_s", "4.0", "--output", str(out), "--cache", str(cache)]
+           "--eval_episode_length_s", "4.0", "--video_episodes", "1", "--output", str(out), "--cache", str(cache)]
     r = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -45,8 +46,17 @@ def test_demo_pipeline_end_to_end(repo_root, tmp_path):
         d = summary["diagnosis"][name]
         assert d["image_effect_ratio"] >= 0 and d["wrist_effect_ratio"] >= 0 and d["blank_image_val_action_mse"] > 0
     assert "image_effect_ratio | wrist_effect_ratio" in (out / "success_table.md").read_text()
-    for f in ("success_table.md", "loss_curve.png", "policy_episode.mp4"):
+    for f in ("success_table.md", "loss_curve.png"):
         assert (out / f).stat().st_size > 100, f
+    # a 40-step policy in 4 s episodes fails: the failure video, 256 px viewer beside the policy's views
+    assert summary["videos"].get("failure") == "policy_failure.mp4"
+    import imageio.v2 as imageio
+
+    frame = imageio.get_reader(out / "policy_failure.mp4").get_data(0)
+    assert frame.shape[0] >= 256 and frame.shape[1] >= 256 + 128
+    # two recording processes (one per core), each its own file and seed, both trained on
+    assert len(summary["demos"]) == 2 and all(Path(f).exists() for f in summary["demos"])
+    assert summary["training"]["train_demos"] + summary["training"]["val_demos"] == 3
     assert list((out / "snapshots").glob("*.png"))
     assert "report:" in r.stdout and "| scripted expert |" in r.stdout
 
