@@ -159,7 +159,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def first_episodes(name: str, n: int) -> list[dict] | None:
     """The first ``n`` episodes of a row's 50-episode evaluation, also while it is still running (eval_vla.py
     writes episodes.jsonl.tmp as they finish, in order): rows compared on the same episodes."""
-    for f in (OUT / name / "eval50" / "episodes.jsonl", OUT / name / "eval50" / "episodes.jsonl.tmp"):
+    for f in (OUT / name / "eval50" / "episodes.jsonl", OUT / name / "eval50" / "episodes.jsonl.tmp",
+              OUT / name / "eval50_partial_episodes.jsonl"):  # an evaluation stopped early: what it finished
         if f.exists():
             eps = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
             return eps[:n] if len(eps) >= n else None

