@@ -53,6 +53,8 @@ LEVERS: dict[str, dict] = {
     "dart_nowrist": dict(label="DART demos, proprio dropout 0.5 + probe, no wrist dropout", demos=["dart100"],
                          train=NO_WRIST),
     "dart_nolevers": dict(label="DART demos, no conditioning levers", demos=["dart100"], train=NO_LEVERS),
+    "clean_nowrist": dict(label="clean demos, proprio dropout 0.5 + probe, no wrist dropout", demos=["clean100"],
+                          train=NO_WRIST),
     "dart200_nowrist": dict(label="200 DART demos (2 recording processes), no wrist dropout",
                             demos=["dart100", "dart100b"], train=NO_WRIST),
     "gate_hyst": dict(label="gate recipe + gripper hysteresis 0.5", base="gate_recipe",
