@@ -37,19 +37,20 @@ DEMOS = {
     "dart100b": (100, 0.03, 1000),  # a second recording process: 200 DART demos in the wall time of 100
 }
 NO_LEVERS = ["model_overrides.wrist_dropout=0.0", "model_overrides.proprio_dropout=0.0", "aux_state.keys=[]"]
-NO_WRIST = ["model_overrides.wrist_dropout=0.0"]
+NO_WRIST = ["model_overrides.wrist_dropout=0.0"]  # the config's default since issue 15
+GATE = ["model_overrides.wrist_dropout=0.7"]  # issue 10's gate recipe (wrist dropout was its default then)
 PRIVILEGED = ["data.key_mapping=isaaclab_lift_privileged", "model_overrides.proprio_dim=34", *NO_LEVERS]
 
 # name -> dict(demos=[demo sets], train=[overrides] or base=<row whose checkpoint is reused>, eval=[flags])
 LEVERS: dict[str, dict] = {
     "gate_recipe": dict(label="gate recipe (wrist dropout 0.7, proprio dropout 0.5, probe), clean demos",
-                        demos=["clean100"], train=[]),
+                        demos=["clean100"], train=GATE),
     "no_levers": dict(label="no conditioning levers, clean demos", demos=["clean100"], train=NO_LEVERS),
     "privileged": dict(label="privileged state: cube pose in the proprio, no levers (images still given)",
                        demos=["clean100"], train=PRIVILEGED),
     "privileged_hyst": dict(label="privileged state + gripper hysteresis 0.5", base="privileged",
                             eval=["--gripper_hysteresis", "0.5"]),
-    "dart": dict(label="DART demos (noise 0.03, clean labels), gate recipe", demos=["dart100"], train=[]),
+    "dart": dict(label="DART demos (noise 0.03, clean labels), gate recipe", demos=["dart100"], train=GATE),
     "dart_nowrist": dict(label="DART demos, proprio dropout 0.5 + probe, no wrist dropout", demos=["dart100"],
                          train=NO_WRIST),
     "dart_nolevers": dict(label="DART demos, no conditioning levers", demos=["dart100"], train=NO_LEVERS),
