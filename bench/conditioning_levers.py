@@ -31,14 +31,17 @@ PY = sys.executable
 # (label, overrides on top of config/training/lift_tiny_cpu.yaml, whose recipe is wrist_dropout 0.7 +
 # proprio_dropout 0.5 + the cube-position probe). Every row keeps the frozen cached features, the
 # LayerNorm + Linear projector and the memory position embeddings of config/model/tiny.yaml.
+# (issue 15 made wrist dropout 0 the config's default; the rows pin it explicitly.)
 OFF = {"wd": "model_overrides.wrist_dropout=0.0", "pd": "model_overrides.proprio_dropout=0.0", "aux": "aux_state.keys=[]"}
+WD = "model_overrides.wrist_dropout=0.7"
 LEVERS = [
     ("no lever", [OFF["wd"], OFF["pd"], OFF["aux"]]),
-    ("wrist-token dropout 0.7", [OFF["pd"], OFF["aux"]]),
+    ("wrist-token dropout 0.7", [WD, OFF["pd"], OFF["aux"]]),
     ("cube-position probe (aux loss 0.5)", [OFF["wd"], OFF["pd"]]),
     ("proprio dropout 0.5", [OFF["wd"], OFF["aux"]]),
-    ("wrist-token dropout 0.7 + probe", [OFF["pd"]]),
-    ("**the recipe**: wrist-token dropout 0.7 + proprio dropout 0.5 + probe", []),
+    ("wrist-token dropout 0.7 + probe", [WD, OFF["pd"]]),
+    ("issue 10's recipe: wrist-token dropout 0.7 + proprio dropout 0.5 + probe", [WD]),
+    ("**issue 15's default**: proprio dropout 0.5 + probe, no wrist dropout", []),
 ]
 
 
