@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create/refresh the project's Python 3.12 virtualenv (.venv) idempotently.
-# Skips work already done: the install is redone only when pyproject.toml changes.
+# Skips work already done: the install is redone only when pyproject.toml or this script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -22,7 +22,7 @@ find_python312() {
 }
 
 stamp="$VENV/.vla_isaac_installed"
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$(cat pyproject.toml tools/bootstrap_venv.sh | sha256sum | cut -c1-16)
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -36,7 +36,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "[bootstrap] installing vla-isaac (isaaclab==3.0.0 and friends; first time takes ~3 min, ~8 GB)"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+# the lerobot extra too, so make test covers the LeRobot export and evaluation (docs/lerobot.md)
+"$VENV/bin/python" -m pip install -q -e ".[dev,lerobot]"
 # openpi-client (tests drive our policy server with its real WebsocketClientPolicy) declares numpy<2,
 # which Isaac Lab 3.0 cannot use; its websocket client needs only websockets + msgpack (installed above).
 numpy_before=$("$VENV/bin/python" -c 'import numpy; print(numpy.__version__)')
