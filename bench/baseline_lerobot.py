@@ -47,9 +47,11 @@ TRAIN = str(Path(PY).with_name("lerobot-train"))
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
               "PYTHONUNBUFFERED": "1"}
 
-# the tiny VLA, as `make demo` measured it (docs/demo.md, "Measured result", 2026-11-25) and bench/model_latency.py
-VLA_ROW = {"policy": "VLA tiny (make demo)", "success": "2/20", "ci": "3%-30%", "train_s": "284 s wall-clock, one thread (6000 steps x batch 16, features cached)",
-           "source": "docs/demo.md (20 episodes, seed 100); chunk: this run (tiny preset, same architecture)"}
+# the tiny VLA with the current lift_tiny_cpu recipe trained on the same clean 100-demo recording (seed 0, 64 px)
+# and evaluated on the same 50 episodes: the `clean_nowrist` row of bench/policy_levers.py (docs/benchmarks.md)
+VLA_ROW = {"policy": "VLA tiny (lift_tiny_cpu recipe, same clean demos)", "success": "14/50", "ci": "17%-42%",
+           "train_s": "6000 steps x batch 16, features cached (make demo's train stage: 317 s wall-clock, loaded machine)",
+           "source": "`bench/policy_levers.py run clean_nowrist` (50 episodes, seed 100); chunk: this run (tiny preset, same architecture)"}
 
 
 def run(cmd, log: Path, env_extra=None) -> tuple[float, float]:
@@ -250,8 +252,9 @@ outcomes {e['outcomes']}. Inference per chunk: medians of 30 calls at batch 1, o
 policies timed back to back (load average {state['chunk_load_avg']:.1f} on the 2 cores: compare the two, not across
 runs): ACT's `predict_action_chunk` after its preprocessor; the VLA's whole `predict_action` (processor, VLM and 10
 flow steps on two 64 px camera frames resized to its 112 px input, as `VLAPolicy` does; the tiny preset's architecture with random weights, which doesn't change the time).
-The VLA row is `make demo`'s latest measured run (docs/demo.md, 20 episodes of the same seed, hence the wider
-interval); the ACT row is this script's run.
+The VLA row is the `clean_nowrist` lever row (docs/benchmarks.md, issue 15's lever table): the current recipe
+trained on the same clean recording ACT sees, evaluated on the same 50 episodes; `make demo` itself now records DART
+demos (2 x 50, seeds 0 and 1000) and measured 20/50 (docs/demo.md). The ACT row is this script's run.
 
 What it says: at this budget ACT sees {t['steps'] * t['batch_size']:,} samples (its ResNet-18 and transformer train
 end to end, ~1 CPU s per batch of 8), the VLA 96,000 (6000 x 16 on image features its frozen backbone computed
