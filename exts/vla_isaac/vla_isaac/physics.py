@@ -178,3 +178,22 @@ def validate_env_physics(env_cfg) -> None:
     """Check a resolved env cfg's physics preset against its env count and device (the env cfgs'
     ``validate_config`` calls this when an env is built, after ``parse_env_cfg`` set both)."""
     check_backend(backend_of(env_cfg.sim.physics), env_cfg.scene.num_envs, env_cfg.sim.device, option="physics")
+
+
+class PresetPhysicsMixin:
+    """What the Lift and Stack env cfgs share about their physics preset: a read-only ``backend`` (for logs and
+    the CLIs) and ``validate_config``, which Isaac Lab calls when the env is built."""
+
+    @property
+    def backend(self) -> str | None:
+        """Backend of the resolved physics preset (``mujoco_c``, ``mjwarp``, ``physx``)."""
+        return backend_of(self.sim.physics)
+
+    @backend.setter
+    def backend(self, value):  # configclass copies every attribute once; the backend itself is not settable
+        if value != self.backend:
+            raise AttributeError(f"backend={value!r}: select the backend with the physics preset (physics=...)")
+
+    def validate_config(self):
+        """MuJoCo-C must get one env on the CPU."""
+        validate_env_physics(self)

@@ -24,7 +24,7 @@ from isaaclab.sim import SimulationCfg
 from isaaclab.utils import configclass
 
 from ... import mdp
-from ...physics import PHYSICS_DT, PhysicsCfg, backend_of, validate_env_physics
+from ...physics import PHYSICS_DT, PhysicsCfg, PresetPhysicsMixin
 from ..common import scene as common
 
 CUBES = [SceneEntityCfg("cube_1"), SceneEntityCfg("cube_2"), SceneEntityCfg("cube_3")]
@@ -148,7 +148,7 @@ class TerminationsCfg:
 
 
 @configclass
-class StackCubeEnvCfg(ManagerBasedRLEnvCfg):
+class StackCubeEnvCfg(PresetPhysicsMixin, ManagerBasedRLEnvCfg):
     """Stack three cubes. 20 Hz control (dt 0.01 s, decimation 5, as Isaac Lab's stack env), 30 s episodes."""
 
     scene: StackSceneCfg = StackSceneCfg(num_envs=1, env_spacing=2.5)
@@ -182,20 +182,6 @@ class StackCubeEnvCfg(ManagerBasedRLEnvCfg):
     gripper_joint_names: list[str] = MISSING
     gripper_open_val: float = MISSING
     gripper_threshold: float = 0.005
-
-    @property
-    def backend(self) -> str | None:
-        """Backend of the resolved physics preset (``mujoco_c``, ``mjwarp``, ``physx``; read-only, for logs)."""
-        return backend_of(self.sim.physics)
-
-    @backend.setter
-    def backend(self, value):  # configclass copies every attribute once; the backend itself is not settable
-        if value != self.backend:
-            raise AttributeError(f"backend={value!r}: select the backend with the physics preset (physics=...)")
-
-    def validate_config(self):
-        """Isaac Lab calls this when the env is built: MuJoCo-C must get one env on the CPU."""
-        validate_env_physics(self)
 
     def __post_init__(self):
         self.decimation = 5
