@@ -14,7 +14,10 @@ from typing import Any
 # Repository layout: source/vla/config.py -> <repo>/config/model/*.yaml
 MODEL_PRESET_DIR = Path(__file__).resolve().parents[2] / "config" / "model"
 
-CONDITIONING_MODES = ("all_tokens", "image_tokens", "last_token")
+# What the action expert attends to (`VLAModel._selection`): every prompt token, the image tokens of both views,
+# the image tokens plus the instruction's tokens (every token after the last image token: the instruction and
+# the prompt's closing tokens, which in a causal LM see the images AND the instruction), or the last token.
+CONDITIONING_MODES = ("all_tokens", "image_tokens", "last_token", "image_and_text_tokens")
 PROJECTORS = ("mlp", "ln_linear")
 NORM_MODES = ("mean_std", "quantile")
 TIME_SAMPLING = ("uniform", "beta")

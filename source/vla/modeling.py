@@ -188,8 +188,15 @@ class VLAModel(nn.Module):
         mode = self.cfg.conditioning
         if mode == "all_tokens":
             return valid
-        if mode == "image_tokens":
-            return valid & (input_ids == self.image_token_id)
+        if mode in ("image_tokens", "image_and_text_tokens"):
+            image = valid & (input_ids == self.image_token_id)
+            if mode == "image_tokens":
+                return image
+            # + the instruction: every valid token after the last image token (the image tokens come before
+            # the instruction in the prompt, so in a causal LM they cannot see it; these tokens can)
+            positions = torch.arange(valid.shape[1], device=valid.device)[None]
+            last_image = torch.where(image, positions, -1).max(1, keepdim=True).values
+            return image | (valid & (positions > last_image))
         # last_token: the last valid position of each row (left or right padding)
         positions = torch.arange(valid.shape[1], device=valid.device)[None].expand_as(valid)
         last = torch.where(valid, positions, -1).argmax(1)
@@ -290,12 +297,21 @@ class VLAModel(nn.Module):
         self.state_probe.set_stats(torch.as_tensor(mean), torch.as_tensor(std))
         self.state_probe_weight = float(weight)
 
-    @staticmethod
-    def context_token_mask(mask: torch.Tensor) -> torch.Tensor:
-        """The context view's image tokens: the first half of each row's valid tokens (image_tokens
-        conditioning puts the context view first; both views have the same size)."""
-        positions = torch.arange(mask.shape[1], device=mask.device)[None]
-        return mask & (positions < mask.sum(1, keepdim=True) // 2)
+    def context_token_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The context view's image tokens in a memory mask (image_tokens / image_and_text_tokens conditioning:
+        the memory holds the context view's image tokens first, then the wrist view's, then, for
+        image_and_text_tokens, the instruction's): the first ``image_tokens_per_view`` valid tokens of each row.
+        The count comes from the processor at the model's image size (both views have that size)."""
+        per_view = getattr(self, "_image_tokens_per_view", None)
+        if per_view is None:
+            import numpy as np
+
+            h, w = self.cfg.image_size
+            blank = np.zeros((1, h, w, 3), np.uint8)
+            ids = self.preprocessor(blank, blank, [""])["input_ids"]
+            per_view = self._image_tokens_per_view = int((ids == self.image_token_id).sum()) // 2
+        rank = torch.cumsum(mask.long(), dim=1) - 1  # index of each valid token among its row's valid tokens
+        return mask & (rank < per_view)
 
     def _drop_wrist_tokens(self, mask: torch.Tensor) -> torch.Tensor:
         """Hide the wrist view's image tokens (the second half of each row's valid tokens: both views
