@@ -1,4 +1,4 @@
-"""Scripted experts for Lift-Cube and Stack-Cube: a waypoint state machine per env, batched in torch.
+"""Scripted experts for Lift-Cube, Lift-Cube-Color and Stack-Cube: a waypoint state machine per env, batched in torch.
 
 The expert reads privileged state (cube poses, tool-centre pose) straight from the scene and emits the
 same 7-dim action a policy emits: a relative IK pose delta of the hand (scaled like the env's IK action)
@@ -118,6 +118,8 @@ class ScriptedExpert:
                 f"ScriptedExpert: {type(cfg).__name__} has neither `stack_order` nor `cube_names`; "
                 "it only solves the vla_isaac cube tasks (Lift-Cube, Stack-Cube)"
             )
+        # Lift-Cube-Color: the cube to lift is each env's target of the episode (env.target_cube_index)
+        self.per_env_target = self.task == "lift" and bool(getattr(cfg, "per_episode_instruction", False))
         self.cube_size = float(cfg.cube_size)
         arm = cfg.actions.arm_action
         self.action_scale = float(arm.scale) if isinstance(arm.scale, (int, float)) else 1.0
@@ -146,6 +148,8 @@ class ScriptedExpert:
 
     def _subtask_cube(self, which: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-env position (env frame) and quaternion of the current subtask's cube (0: pick, 1: target)."""
+        if which == 0 and self.per_env_target:
+            return self._episode_target_cube()
         origins = self.env.scene.env_origins
         pos = torch.zeros(self.num_envs, 3, device=self.device)
         quat = torch.zeros(self.num_envs, 4, device=self.device)
@@ -159,6 +163,20 @@ class ScriptedExpert:
             pos[mask] = (data.root_pos_w.torch - origins)[mask]
             quat[mask] = data.root_quat_w.torch[mask]
         return pos, quat
+
+    def _episode_target_cube(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position (env frame) and quaternion of each env's target cube (``env.target_cube_index``, drawn
+        per episode by Lift-Cube-Color's reset event; cube 0 before the first reset)."""
+        names = list(self.env.cfg.cube_names)
+        target = getattr(self.env, "target_cube_index", None)
+        if target is None:
+            target = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        origins = self.env.scene.env_origins
+        pos = torch.stack([self._cubes[n].data.root_pos_w.torch - origins for n in names], 1)
+        quat = torch.stack([self._cubes[n].data.root_quat_w.torch for n in names], 1)
+        rows = torch.arange(self.num_envs, device=self.device)
+        target = target.to(self.device)
+        return pos[rows, target], quat[rows, target]
 
     def _hand_yaw(self, ee_quat: torch.Tensor) -> torch.Tensor:
         """Yaw of the hand such that 0 means the finger axis (hand y) points along world +y."""

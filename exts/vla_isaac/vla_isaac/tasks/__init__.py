@@ -1,6 +1,6 @@
 """The vla_isaac tasks. Importing this package registers their gym ids (cheap: no simulator is started)."""
 
-from . import lift, stack  # noqa: F401  (registration side effects)
+from . import lift, lift_color, stack  # noqa: F401  (registration side effects)
 
 TASK_IDS = (
     "Lift-Cube",
@@ -9,6 +9,8 @@ TASK_IDS = (
     "VLA-Stack-Cube-Franka-v0",
     "Lift-Cube-RL",  # state-only PPO variant of Lift-Cube (the RL expert trains on it)
     "VLA-Lift-Cube-Franka-RL-v0",
+    "Lift-Cube-Color",  # three cubes, the per-episode instruction names the one to lift
+    "VLA-Lift-Cube-Color-Franka-v0",
 )
 
 

@@ -1,0 +1,1 @@
+"""Robot configurations of Lift-Cube-Color."""
