@@ -40,6 +40,8 @@ NO_LEVERS = ["model_overrides.wrist_dropout=0.0", "model_overrides.proprio_dropo
 NO_WRIST = ["model_overrides.wrist_dropout=0.0"]  # the config's default since issue 15
 GATE = ["model_overrides.wrist_dropout=0.7"]  # issue 10's gate recipe (wrist dropout was its default then)
 PRIVILEGED = ["data.key_mapping=isaaclab_lift_privileged", "model_overrides.proprio_dim=34", *NO_LEVERS]
+# the model's state head: the cube pose estimated from the images (+ proprio) and fed to the expert as a token
+STATE_HEAD = [*NO_WRIST, "model_overrides.state_dim=7", "aux_state.keys=[cube_positions,cube_orientations]"]
 
 # name -> dict(demos=[demo sets], train=[overrides] or base=<row whose checkpoint is reused>, eval=[flags])
 LEVERS: dict[str, dict] = {
@@ -64,6 +66,12 @@ LEVERS: dict[str, dict] = {
                            eval=["--gripper_hysteresis", "0.5"]),
     "dart_nowrist_hyst": dict(label="DART, no wrist dropout + gripper hysteresis 0.5", base="dart_nowrist",
                               eval=["--gripper_hysteresis", "0.5"]),
+    "dart_state": dict(label="DART demos, proprio dropout 0.5, state head (cube pose from the images, fed to the "
+                       "expert), no wrist dropout", demos=["dart100"], train=STATE_HEAD),
+    "dart_state_noproprio_drop": dict(label="DART demos, state head, no proprio dropout", demos=["dart100"],
+                                      train=[*STATE_HEAD, "model_overrides.proprio_dropout=0.0"]),
+    "dart200_state": dict(label="200 DART demos (2 recording processes), state head, proprio dropout 0.5",
+                          demos=["dart100", "dart100b"], train=STATE_HEAD),
     "dart_nowrist_te": dict(label="DART, no wrist dropout + temporal ensembling, replan 2", base="dart_nowrist",
                             eval=["--temporal_ensemble", "--replan_every", "2"]),
 }

@@ -81,6 +81,10 @@ class VLAConfig:
     num_queries: int = 16
     action_dim: int = 7
     proprio_dim: int = 27
+    # Size of the object state (e.g. the cube's position and orientation, 7) that a state head estimates
+    # from the memory tokens and the proprio and hands to the expert as one token; 0 = no state head.
+    # Trained from recorded state (the training config's aux_state.keys); the policy needs images only.
+    state_dim: int = 0
 
     # Flow matching.
     flow_steps: int = 10
@@ -120,6 +124,8 @@ class VLAConfig:
                 raise bad(key, f"must be in [0, 1), got {getattr(self, key)}")
         if self.wrist_dropout and self.conditioning != "image_tokens":
             raise bad("wrist_dropout", "needs conditioning: image_tokens (it hides the wrist view's image tokens)")
+        if int(self.state_dim) < 0:
+            raise bad("state_dim", f"must be >= 0 (0 = no state head), got {self.state_dim}")
         if self.lora.enabled and not self.freeze_backbone:
             raise bad("lora.enabled", "LoRA needs freeze_backbone: true (LoRA adapts a frozen backbone)")
 

@@ -28,7 +28,7 @@ from vla.model.flow_matching import euler_sample, flow_matching_loss, sample_tim
 from vla.model.projector import build_projector
 from vla.normalization import STD_FLOOR, FeatureStats, NormStats
 
-HEAD_MODULES = ("projector", "memory_pos", "expert")  # the trainable head saved in head.safetensors
+HEAD_MODULES = ("projector", "memory_pos", "state_head", "expert")  # the trainable head in head.safetensors
 
 
 class Normalizer(nn.Module):
@@ -117,8 +117,13 @@ def build_head(cfg: VLAConfig) -> nn.ModuleDict:
     if cfg.memory_pos_emb:
         head["memory_pos"] = nn.Embedding(cfg.max_memory_tokens, cfg.d_model)
         nn.init.normal_(head["memory_pos"].weight, std=0.02)
+    if cfg.state_dim:
+        from vla.model.state_probe import StateProbe
+
+        head["state_head"] = StateProbe(cfg.d_model, cfg.state_dim, cfg.expert_heads, cfg.proprio_dim)
     head["expert"] = ActionExpert(cfg.d_model, cfg.expert_layers, cfg.expert_heads, cfg.num_queries,
-                                  cfg.action_dim, cfg.proprio_dim, cfg.expert_ff_mult, cfg.expert_dropout)
+                                  cfg.action_dim, cfg.proprio_dim, cfg.expert_ff_mult, cfg.expert_dropout,
+                                  cfg.state_dim)
     return head
 
 
@@ -137,6 +142,7 @@ class VLAModel(nn.Module):
         head = build_head(cfg)
         self.projector = head["projector"]
         self.memory_pos = head["memory_pos"] if "memory_pos" in head else None
+        self.state_head = head["state_head"] if "state_head" in head else None
         self.expert = head["expert"]
         self.normalizer = Normalizer(cfg.action_dim, cfg.proprio_dim, cfg.norm_mode)
         self.state_probe = None  # training-only auxiliary head (attach_state_probe); never checkpointed
@@ -287,15 +293,36 @@ class VLAModel(nn.Module):
         return self.encode(batch["context_image"], batch["wrist_image"], batch["instruction"])
 
     def attach_state_probe(self, state_dim: int, weight: float, mean, std) -> None:
-        """Add the auxiliary state-regression loss (``vla.model.state_probe``) to ``forward``: batches
-        with an ``aux_state`` (B, state_dim) then train the probe on the context-view memory tokens."""
+        """Add the state-regression loss (``vla.model.state_probe``) to ``forward``: batches with an
+        ``aux_state`` (B, state_dim) then train the model's state head (``state_dim`` > 0 in the config;
+        ``mean``/``std`` become its normalisation) or else a training-only probe on the context view."""
         from vla.model.state_probe import StateProbe
 
+        self.state_probe_weight = float(weight)
+        if self.state_head is not None:
+            self.state_head.set_stats(torch.as_tensor(mean).float(), torch.as_tensor(std).float())
+            return
         if self.cfg.conditioning != "image_tokens":
             raise ValueError("the state probe reads the context view's image tokens: needs conditioning image_tokens")
         self.state_probe = StateProbe(self.cfg.d_model, state_dim).to(self.device)
         self.state_probe.set_stats(torch.as_tensor(mean), torch.as_tensor(std))
-        self.state_probe_weight = float(weight)
+
+    def _state_estimate(self, memory: torch.Tensor, memory_mask: torch.Tensor, proprio: torch.Tensor
+                        ) -> torch.Tensor | None:
+        """The state head's normalised object-state estimate (B, state_dim) from every memory token and the
+        normalised proprio, or None for a model without one (``state_dim`` 0)."""
+        if self.state_head is None:
+            return None
+        return self.state_head(memory, memory_mask, proprio)
+
+    @torch.no_grad()
+    def estimate_state(self, memory: torch.Tensor, memory_mask: torch.Tensor, proprio) -> torch.Tensor:
+        """The state head's estimate in raw units (B, state_dim), e.g. the cube pose, for diagnosis."""
+        if self.state_head is None:
+            raise ValueError("this model has no state head (state_dim 0 in its config)")
+        proprio = self.normalizer.normalize("proprio", _tensor(proprio, self.device))
+        est = self.state_head(memory, memory_mask, proprio.to(memory.dtype)).float()
+        return est * self.state_head.std + self.state_head.mean
 
     def context_token_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """The context view's image tokens in a memory mask (image_tokens / image_and_text_tokens conditioning:
@@ -327,10 +354,6 @@ class VLAModel(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Flow-matching loss on a batch in raw units (see docs/contracts.md for the keys)."""
         memory, memory_mask = self._memory(batch)
-        aux_loss, state = None, batch.get("aux_state")
-        if self.state_probe is not None and state is not None:
-            aux_loss = self.state_probe.loss(memory, self.context_token_mask(memory_mask), _tensor(state, self.device))
-        memory_mask = self._drop_wrist_tokens(memory_mask)
         k, b = self.cfg.noise_draws_per_obs, memory.shape[0]
         cfg = self.cfg
         actions = _checked(_tensor(batch["actions"], self.device), "actions", (b, cfg.num_queries, cfg.action_dim))
@@ -339,6 +362,15 @@ class VLAModel(nn.Module):
         # target itself); the expert's inputs are cast to its weights' dtype only when no autocast does it.
         actions = self.normalizer.normalize("action", actions)
         proprio = self.normalizer.normalize("proprio", proprio)
+        aux_loss, state = None, batch.get("aux_state")
+        estimate = self._state_estimate(memory, memory_mask, proprio)
+        if self.state_head is not None and state is not None:
+            aux_loss = nn.functional.mse_loss(estimate.float(), self.state_head.normalize(_tensor(state, self.device)))
+        elif self.state_probe is not None and state is not None:
+            aux_loss = self.state_probe.loss(memory, self.context_token_mask(memory_mask), _tensor(state, self.device))
+        if estimate is not None:  # the expert acts on the estimate; only the state loss trains the state head
+            estimate = estimate.detach()
+        memory_mask = self._drop_wrist_tokens(memory_mask)
         if self.training and cfg.proprio_dropout > 0:  # normalised 0 = the dataset mean
             keep = torch.rand(b, 1, device=self.device) >= cfg.proprio_dropout
             proprio = proprio * keep.float()
@@ -348,13 +380,16 @@ class VLAModel(nn.Module):
         if k > 1:  # several noise/time draws per (expensive) VLM forward
             memory, memory_mask, actions, proprio, action_mask = (
                 x.repeat_interleave(k, 0) for x in (memory, memory_mask, actions, proprio, action_mask))
+            estimate = None if estimate is None else estimate.repeat_interleave(k, 0)
         noise = torch.randn_like(actions)
         t = sample_time(actions.shape[0], self.cfg.time_sampling, device=self.device, dtype=torch.float32)
         expert_dtype = _expert_input_dtype(memory)
         proprio_in = proprio.to(expert_dtype)
 
+        state_in = None if estimate is None else estimate.to(expert_dtype)
+
         def velocity(x, tt):
-            return self.expert(x.to(expert_dtype), tt, proprio_in, memory, memory_mask)
+            return self.expert(x.to(expert_dtype), tt, proprio_in, memory, memory_mask, state_in)
 
         loss = flow_matching_loss(velocity, actions, noise, t, action_mask)
         if aux_loss is None:
@@ -390,6 +425,8 @@ class VLAModel(nn.Module):
             proprio = _checked(proprio, "proprio", (batch, self.cfg.proprio_dim))
             expert_dtype = _expert_input_dtype(memory)  # the Euler state stays float32 under autocast
             proprio = self.normalizer.normalize("proprio", proprio).to(expert_dtype)
+            estimate = self._state_estimate(memory, memory_mask, proprio)
+            estimate = None if estimate is None else estimate.to(expert_dtype)
             shape = (batch, self.cfg.num_queries, self.cfg.action_dim)
             if noise is None:
                 gen_device = generator.device if generator is not None else self.device
@@ -399,7 +436,7 @@ class VLAModel(nn.Module):
             x0 = noise.to(self.device, expert_dtype)
 
             def velocity(x, t):
-                return self.expert(x, t, proprio, memory, memory_mask)
+                return self.expert(x, t, proprio, memory, memory_mask, estimate)
 
             chunk = euler_sample(velocity, x0, num_steps or self.cfg.flow_steps)
             return self.normalizer.denormalize("action", chunk)

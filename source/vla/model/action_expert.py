@@ -1,7 +1,8 @@
 """The action expert: a small pre-norm transformer that predicts the flow velocity of a 16 x 7 chunk.
 
-Tokens: one proprio token + `num_queries` action tokens (learned query + embedded noisy action), all
-shifted by the flow-time embedding. Each block: self-attention among the tokens, cross-attention to
+Tokens: one proprio token, an optional object-state token (the model's own estimate of the object's
+pose from its images, `state_dim` > 0), then `num_queries` action tokens (learned query + embedded noisy
+action), all shifted by the flow-time embedding. Each block: self-attention among the tokens, cross-attention to
 the (layer-normed) VLM memory, MLP. Pre-norm keeps the cross-attention's contribution on the same
 scale as the residual stream, so the image/text conditioning is not swamped by the action/time
 inputs (the seed's post-norm head with a 3584-d last token kept its cross-attention output ~100x
@@ -76,27 +77,35 @@ class ExpertBlock(nn.Module):
 
 class ActionExpert(nn.Module):
     def __init__(self, d_model: int = 512, layers: int = 6, heads: int = 8, num_queries: int = 16,
-                 action_dim: int = 7, proprio_dim: int = 27, ff_mult: int = 4, dropout: float = 0.0):
+                 action_dim: int = 7, proprio_dim: int = 27, ff_mult: int = 4, dropout: float = 0.0,
+                 state_dim: int = 0):
         super().__init__()
         self.d_model = d_model
         self.queries = nn.Parameter(torch.randn(num_queries, d_model) * 0.02)
         self.action_in = nn.Linear(action_dim, d_model)
         self.proprio_in = nn.Sequential(nn.Linear(proprio_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
         self.time_in = nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+        self.state_in = (nn.Sequential(nn.Linear(state_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+                         if state_dim > 0 else None)
         self.blocks = nn.ModuleList(ExpertBlock(d_model, heads, ff_mult, dropout) for _ in range(layers))
         self.norm_out = nn.LayerNorm(d_model)
         self.velocity_out = nn.Linear(d_model, action_dim)
 
     def forward(self, noisy_actions: torch.Tensor, t: torch.Tensor, proprio: torch.Tensor,
-                memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
-        """noisy_actions (B,Q,A), t (B,), proprio (B,P) normalised, memory (B,M,d), memory_mask (B,M) bool
-        -> velocity (B,Q,A)."""
+                memory: torch.Tensor, memory_mask: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """noisy_actions (B,Q,A), t (B,), proprio (B,P) normalised, memory (B,M,d), memory_mask (B,M) bool,
+        state (B,S) normalised object-state estimate (only with `state_dim` > 0) -> velocity (B,Q,A)."""
         # Flow time and its sinusoidal embedding in float32; the time MLP gets its weights' dtype (a no-op
         # for a float32 head, autocast or not; bf16 for a model cast to bf16).
         emb = timestep_embedding(t.float(), self.d_model)
         time = self.time_in(emb.to(self.time_in[0].weight.dtype))[:, None]
         actions = self.queries + self.action_in(noisy_actions)
-        x = torch.cat([self.proprio_in(proprio)[:, None], actions], dim=1) + time
+        tokens = [self.proprio_in(proprio)[:, None]]
+        if self.state_in is not None:
+            if state is None:
+                raise ValueError("this action expert reads an object-state estimate (state_dim > 0); pass state=")
+            tokens.append(self.state_in(state.to(proprio.dtype))[:, None])
+        x = torch.cat([*tokens, actions], dim=1) + time
         for block in self.blocks:
             x = block(x, memory, memory_mask)
-        return self.velocity_out(self.norm_out(x[:, 1:]))
+        return self.velocity_out(self.norm_out(x[:, len(tokens):]))

@@ -1,12 +1,13 @@
-"""Training-only auxiliary head: regress privileged state (e.g. the cube positions) from the context view.
+"""Object-state regression from the expert memory: one learned attention query pools the memory tokens
+into an estimate of recorded privileged state (e.g. the cube's position and orientation).
 
-A frozen random backbone encodes where the cube is in its context-view tokens (a linear probe recovers
-it), but the action expert, trained on actions alone, prefers the wrist view, where the same fact is
-larger and easier. This head reads the projected context-view memory tokens through one learned
-attention query and predicts the recorded state; its loss shapes the projector and the memory
-position table so that the context view's content is easy to attend to. It never reaches the policy:
-the checkpoint saves the projector and expert only, and the policy still acts from images, proprio and
-text.
+Two uses:
+- the training-only probe (`aux_state` without a model `state_dim`): it reads the context view's tokens,
+  and its loss shapes the projector so the context view's content is easy to attend to; it is not saved;
+- the model's state head (`state_dim` > 0 in the model config): it reads every memory token plus the
+  proprio (the wrist camera's pose), and its estimate goes to the action expert as one token, so the
+  policy acts on where its images say the object is. It is part of the checkpoint; its labels (the
+  recorded state) are needed only for training.
 """
 
 from __future__ import annotations
@@ -16,24 +17,38 @@ from torch import nn
 
 
 class StateProbe(nn.Module):
-    def __init__(self, d_model: int, state_dim: int, heads: int = 4):
+    def __init__(self, d_model: int, state_dim: int, heads: int = 4, proprio_dim: int = 0):
         super().__init__()
         self.query = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+        self.proprio_in = nn.Linear(proprio_dim, d_model) if proprio_dim > 0 else None
         self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, state_dim))
         self.register_buffer("mean", torch.zeros(state_dim))
         self.register_buffer("std", torch.ones(state_dim))
 
+    @property
+    def state_dim(self) -> int:
+        return int(self.mean.shape[0])
+
     def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        if tuple(mean.shape) != tuple(self.mean.shape):
+            raise ValueError(f"state stats have {tuple(mean.shape)[0]} dims but the state head estimates "
+                             f"{self.state_dim}; set the model's state_dim to the aux_state keys' total size")
         self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-4))
 
-    def forward(self, memory: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
-        """Normalised state estimate (B, state_dim) from memory (B, M, d) where ``context_mask`` is True."""
+    def forward(self, memory: torch.Tensor, mask: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised state estimate (B, state_dim) from memory (B, M, d) where ``mask`` is True (and the
+        normalised proprio (B, P) when the probe was built with ``proprio_dim``)."""
         q = self.query.expand(memory.shape[0], -1, -1).to(memory.dtype)
-        pooled, _ = self.attn(q, memory, memory, key_padding_mask=~context_mask, need_weights=False)
+        if self.proprio_in is not None:
+            q = q + self.proprio_in(proprio.to(memory.dtype))[:, None]
+        pooled, _ = self.attn(q, memory, memory, key_padding_mask=~mask, need_weights=False)
         return self.out(pooled[:, 0])
 
-    def loss(self, memory: torch.Tensor, context_mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        target = (state.float() - self.mean) / self.std
-        return nn.functional.mse_loss(self(memory, context_mask).float(), target)
+    def normalize(self, state: torch.Tensor) -> torch.Tensor:
+        return (state.float() - self.mean) / self.std
+
+    def loss(self, memory: torch.Tensor, mask: torch.Tensor, state: torch.Tensor,
+             proprio: torch.Tensor | None = None) -> torch.Tensor:
+        return nn.functional.mse_loss(self(memory, mask, proprio).float(), self.normalize(state))

@@ -80,6 +80,8 @@ class StaticPredictor:
         self.v = torch.zeros_like(self.x)
         self.t = torch.zeros(b, dtype=torch.float32, device=dev)
         self.proprio = torch.zeros(b, self.cfg.proprio_dim, dtype=self.head_dtype, device=dev)
+        self.state = (torch.zeros(b, self.cfg.state_dim, dtype=self.head_dtype, device=dev)
+                      if self.model.state_head is not None else None)  # the state head's estimate, once per chunk
         self.masks: dict[str, torch.Tensor | None] = {}
         self._prompt_key: bytes | None = None
         self._lm_graph = self._step_graph = None  # each with its own memory pool
@@ -133,7 +135,7 @@ class StaticPredictor:
 
     def _step_body(self) -> None:
         """One flow-expert evaluation: velocity at (x, t)."""
-        self.v.copy_(self.model.expert(self.x, self.t, self.proprio, self.memory, self.select))
+        self.v.copy_(self.model.expert(self.x, self.t, self.proprio, self.memory, self.select, self.state))
 
     def _capture(self, body) -> torch.cuda.CUDAGraph:
         stream = torch.cuda.Stream(self.device)
@@ -189,6 +191,8 @@ class StaticPredictor:
         proprio = _tensor(proprio, self.device)
         proprio = _checked(proprio[None] if proprio.ndim == 1 else proprio, "proprio", (b, cfg.proprio_dim))
         self.proprio.copy_(model.normalizer.normalize("proprio", proprio))
+        if self.state is not None:  # eager: one small attention pool per chunk
+            self.state.copy_(model._state_estimate(self.memory, self.select, self.proprio))
         shape = tuple(self.x.shape)
         if noise is None:
             gen_device = generator.device if generator is not None else self.device

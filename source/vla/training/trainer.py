@@ -135,6 +135,12 @@ def plan_run(cfg: TrainConfig, resume: bool | str | None = None) -> RunPlan:
     summary = check_files(cfg.data.files, mapping)
     if cfg.aux_state.keys:
         _check_aux_keys(cfg, model_cfg)
+    elif model_cfg.state_dim:
+        raise TrainConfigError(
+            f"model '{model_cfg.preset}' has a state head (state_dim {model_cfg.state_dim}) but aux_state.keys is "
+            "empty; name the recorded state it estimates (e.g. aux_state.keys=[cube_positions,cube_orientations]) "
+            "or set model_overrides.state_dim=0"
+        )
     out = Path(cfg.output_dir).expanduser().absolute()
     resume_from = None
     if resume:
@@ -168,7 +174,7 @@ def _check_aux_keys(cfg: TrainConfig, model_cfg) -> None:
     """Every file records the auxiliary state keys (in its first demo), and the model can host the probe."""
     from ..data.hdf5 import DATA_GROUP, demo_names, open_h5
 
-    if model_cfg.conditioning != "image_tokens":
+    if model_cfg.conditioning != "image_tokens" and not model_cfg.state_dim:
         raise TrainConfigError(
             f"aux_state.keys is set but model '{model_cfg.preset}' uses conditioning {model_cfg.conditioning}; "
             "the state probe reads the context view's image tokens (conditioning: image_tokens) - set aux_state.keys=[]"
@@ -431,9 +437,16 @@ class Trainer:
         else:
             idx = _evenly_spaced(len(self.train_ds), 2048)
             state = torch.stack([torch.as_tensor(self.train_ds[i]["aux_state"]) for i in idx])
+        model_dim = self.plan.model_cfg.state_dim
+        if model_dim and model_dim != state.shape[1]:
+            raise TrainConfigError(
+                f"aux_state.keys {self.cfg.aux_state.keys} hold {state.shape[1]} values per sample but the model's "
+                f"state head estimates state_dim {model_dim}; set model_overrides.state_dim={state.shape[1]}")
         self.model.attach_state_probe(state.shape[1], self.cfg.aux_state.weight, state.mean(0), state.std(0))
+        where = ("by the state head from all memory tokens + proprio, fed to the expert" if model_dim
+                 else "from the context-view tokens (training only)")
         self._say(f"auxiliary loss: {self.cfg.aux_state.weight} x MSE of {self.cfg.aux_state.keys} "
-                  f"({state.shape[1]} dims) regressed from the context-view tokens (training only)")
+                  f"({state.shape[1]} dims) regressed {where}")
 
     def _batch_iter(self, start: int):
         cfg, dev = self.cfg, self.acc.device
