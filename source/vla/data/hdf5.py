@@ -39,15 +39,30 @@ def open_h5(path: str, rdcc_nbytes: int = 4 << 20) -> h5py.File:
         raise DatasetError(f"{path}: unreadable as HDF5 ({reason}); re-record or re-copy the file") from None
 
 
-def _natural_key(name: str):
+_DEMO_RE = re.compile(r"^demo_(\d+)$")
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders the digit runs of a name by value (``demo_2`` before ``demo_10``)."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def demo_index(name: str) -> int | None:
+    """``N`` of a ``demo_N`` name; None for any other name."""
+    match = _DEMO_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def sorted_demo_names(names) -> list[str]:
+    """The ``demo_N`` names of ``names`` in natural order; other names are dropped."""
+    return sorted((n for n in names if demo_index(n) is not None), key=natural_key)
 
 
 def demo_names(f: h5py.File) -> list[str]:
     """Demo group names under ``data/`` in natural order (demo_2 before demo_10)."""
     if DATA_GROUP not in f or not isinstance(f[DATA_GROUP], h5py.Group):
         return []
-    return sorted((k for k, v in f[DATA_GROUP].items() if isinstance(v, h5py.Group)), key=_natural_key)
+    return sorted((k for k, v in f[DATA_GROUP].items() if isinstance(v, h5py.Group)), key=natural_key)
 
 
 def _attr_str(attrs, name: str) -> str | None:
