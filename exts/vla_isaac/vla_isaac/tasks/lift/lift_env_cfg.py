@@ -26,6 +26,7 @@ from isaaclab.utils import configclass
 
 from ... import mdp
 from ...physics import PHYSICS_DT, PhysicsCfg, PresetPhysicsMixin
+from ..common import observations as common_obs
 from ..common import scene as common
 
 CUBES = [SceneEntityCfg("cube_1")]
@@ -60,24 +61,7 @@ class ActionsCfg:
 
 @configclass
 class ObservationsCfg:
-    @configclass
-    class PolicyCfg(ObsGroup):
-        """Proprioception, cameras, privileged cube state and the last action; not concatenated."""
-
-        eef_pos = ObsTerm(func=mdp.ee_frame_pos)
-        eef_quat = ObsTerm(func=mdp.ee_frame_quat)
-        gripper_pos = ObsTerm(func=mdp.gripper_pos)
-        joint_pos = ObsTerm(func=mdp.joint_pos_rel)
-        joint_vel = ObsTerm(func=mdp.joint_vel_rel)
-        table_cam = ObsTerm(func=mdp.image_rgb, params={"sensor_cfg": SceneEntityCfg("table_cam"), "normalize": False})
-        wrist_cam = ObsTerm(func=mdp.image_rgb, params={"sensor_cfg": SceneEntityCfg("wrist_cam"), "normalize": False})
-        cube_positions = ObsTerm(func=mdp.cube_positions, params={"cube_cfgs": CUBES})
-        cube_orientations = ObsTerm(func=mdp.cube_orientations, params={"cube_cfgs": CUBES})
-        actions = ObsTerm(func=mdp.last_action)
-
-        def __post_init__(self):
-            self.enable_corruption = False
-            self.concatenate_terms = False
+    PolicyCfg = common_obs.cube_policy_obs_cfg(CUBES)
 
     @configclass
     class StateCfg(ObsGroup):
