@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random samples of the split for the conditioning and error checks (0 = all of them; "
                         "64 samples vary by about +-0.05 in image_effect_ratio)")
     p.add_argument("--alt_instruction", default=None,
-                   help="instruction swapped in for the instruction check (default: vla.eval.conditioning.ALT_INSTRUCTION)")
+                   help="instruction swapped in for every sample in the instruction check (default: per sample, a "
+                        "different instruction of the dataset's, e.g. another colour for Lift-Cube-Color; "
+                        "vla.eval.conditioning.ALT_INSTRUCTION when the dataset has only one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_draws", type=int, default=3, help="flow-noise draws averaged in the action MSEs")
     p.add_argument("--flow_steps", type=int, default=10, help="Euler steps of the flow sampler")
@@ -59,8 +61,8 @@ def main(argv=None) -> int:
     from vla.checkpoint import CheckpointError, load_vla_for_inference, read_checkpoint_config
     from vla.data.dataset import DemoDataset, collate
     from vla.data.key_mapping import KeyMapping
-    from vla.eval.conditioning import (ALT_INSTRUCTION, REPORT_KEYS, conditioning_report, dataset_mean_images,
-                                       ignoring_images_warning)
+    from vla.eval.conditioning import (ALT_INSTRUCTION, REPORT_KEYS, alternative_instructions, conditioning_report,
+                                       dataset_mean_images, ignoring_images_warning)
     from vla.utils.device import DeviceError, resolve_device, resolve_dtype
     from vla.utils.io import atomic_write_text
 
@@ -92,9 +94,21 @@ def main(argv=None) -> int:
     batch = collate([ds[int(i)] for i in idx])
 
     blank = dataset_mean_images(ds, seed=args.seed)
-    args.alt_instruction = args.alt_instruction or ALT_INSTRUCTION
+    # the instruction check: each sample gets a different valid instruction of the same task (the dataset's
+    # instructions, all splits); one-instruction data gets ALT_INSTRUCTION (an instruction of no task here)
+    pool = sorted({d.instruction for d in DemoDataset(args.dataset, mapping, split="all", chunk=model.cfg.num_queries,
+                                                      image_size=tuple(model.cfg.image_size)).demos})
+    if args.alt_instruction:
+        alt, alt_desc = args.alt_instruction, f"--alt_instruction '{args.alt_instruction}'"
+    elif len(pool) > 1:
+        alt = alternative_instructions(batch["instruction"], pool, seed=args.seed)
+        alt_desc = f"per sample, another of the dataset's {len(pool)} instructions"
+    else:
+        alt, alt_desc = ALT_INSTRUCTION, f"'{ALT_INSTRUCTION}' (the dataset has one instruction)"
     report = conditioning_report(model, batch, blank_images=blank, num_draws=args.num_draws,
-                                 num_steps=args.flow_steps, seed=args.seed, alt_instruction=args.alt_instruction)
+                                 num_steps=args.flow_steps, seed=args.seed, alt_instruction=alt)
+    report["alt_instruction"] = alt_desc
+    report["instructions"] = pool
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         pred = model.predict_action(batch["context_image"], batch["wrist_image"], batch["instruction"],
@@ -136,7 +150,7 @@ def main(argv=None) -> int:
     print(f"conditioning effect ratios on {report['num_samples']} {args.split} samples "
           "(share of the between-sample change; ~0 = ignored):")
     for k in REPORT_KEYS:
-        print(f"  {k:26s} {report[k]:.3f}")
+        print(f"  {k:26s} {report[k]:.3f}" + (f"  (swapped in: {alt_desc})" if k == "instruction_effect_ratio" else ""))
     mse, blank_mse = report["val_action_mse"], report["blank_image_val_action_mse"]
     print(f"action MSE (normalised, {report['num_flow_steps']} flow steps, mean of {report['num_noise_draws']} draws): "
           f"{mse:.4f}; with both images blanked to the dataset mean: {blank_mse:.4f} "

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 INPUTS = ("context_image", "wrist_image", "instruction", "proprio")
-# Swapped in for the instruction check: a one-task dataset has one instruction, so another sample's
-# would change nothing.
+# Swapped in for the instruction check when the data has a single instruction (a one-task dataset: another
+# sample's would change nothing). With several (Lift-Cube-Color names a colour per demo), each sample gets a
+# different instruction of the same task instead: `alternative_instructions`.
 ALT_INSTRUCTION = "push the blue cube to the left edge of the table"
 IGNORED_IMAGES_THRESHOLD = 0.05
 ENCODE_BATCH = 32  # samples per VLM forward of the report  # image_effect_ratio below this: "the policy is ignoring its images"
@@ -105,12 +106,38 @@ def partner(n: int) -> torch.Tensor:
     return torch.roll(torch.arange(n), n // 2)
 
 
-def _swap(x: dict, names: Sequence[str], other: torch.Tensor, alt_instruction: str | None) -> dict:
+def alternative_instructions(instructions: Sequence[str], pool: Sequence[str] | None = None, *, seed: int = 0,
+                             fallback: str | None = ALT_INSTRUCTION) -> list[str]:
+    """For each sample, a different valid instruction of the same task: drawn uniformly (seeded) from
+    ``pool`` (default: the distinct ``instructions`` themselves) without the sample's own. Where the pool holds
+    no other instruction (a one-instruction dataset), ``fallback`` (an instruction of no task here)."""
+    pool = list(dict.fromkeys(pool if pool is not None else instructions))
+    rng = np.random.default_rng(seed)
+    out = []
+    for own in instructions:
+        others = [p for p in pool if p != own]
+        if not others:
+            if fallback is None:
+                raise ValueError(f"no instruction other than {own!r} to swap in; pass a fallback")
+            out.append(fallback)
+        else:
+            out.append(others[int(rng.integers(len(others)))])
+    return out
+
+
+def _swap(x: dict, names: Sequence[str], other: torch.Tensor, alt_instruction: str | Sequence[str] | None) -> dict:
     out = dict(x)
     for name in names:
         if name == "instruction":
             n = len(x[name])
-            out[name] = [alt_instruction] * n if alt_instruction else [x[name][int(j)] for j in other]
+            if isinstance(alt_instruction, str) and alt_instruction:
+                out[name] = [alt_instruction] * n
+            elif alt_instruction is not None and not isinstance(alt_instruction, str):
+                if len(alt_instruction) != n:
+                    raise ValueError(f"alt_instruction: {len(alt_instruction)} instructions for {n} samples")
+                out[name] = list(alt_instruction)
+            else:
+                out[name] = [x[name][int(j)] for j in other]
         else:
             out[name] = x[name][other]
     return out
@@ -146,12 +173,13 @@ def _baseline(model, batch: Mapping, num_steps: int | None, seed: int):
 
 @torch.no_grad()
 def input_effect(model, batch: Mapping, swap: Sequence[str], *, num_steps: int | None = None, seed: int = 0,
-                 alt_instruction: str | None = None) -> float:
+                 alt_instruction: str | Sequence[str] | None = None) -> float:
     """Effect size of swapping the inputs named in ``swap`` (a subset of ``INPUTS``) on ``batch``.
 
     ``batch`` has the dataset's keys (context_image, wrist_image, instruction, proprio; >= 2 samples).
     ``alt_instruction`` replaces every instruction instead of taking another sample's (a dataset of one
-    task has one instruction, so another sample's would change nothing).
+    task has one instruction, so another sample's would change nothing); a list gives one per sample
+    (:func:`alternative_instructions`: a different valid instruction of the same task).
     """
     bad = sorted(set(swap) - set(INPUTS))
     if bad:
@@ -178,7 +206,8 @@ def action_error(model, batch: Mapping, predict: _Predictor | None = None, *, vi
 
 @torch.no_grad()
 def conditioning_report(model, batch: Mapping, *, blank_images: tuple | None = None, num_draws: int = 3,
-                        num_steps: int | None = None, seed: int = 0, alt_instruction: str | None = None) -> dict:
+                        num_steps: int | None = None, seed: int = 0,
+                        alt_instruction: str | Sequence[str] | None = None) -> dict:
     """Effect ratios of every input, and (when ``batch`` has actions) the action MSE with real and with
     blanked images. ``blank_images`` = (context, wrist) uint8 (H,W,3) images that replace every sample's
     views for ``blank_image_val_action_mse`` (use :func:`dataset_mean_images`)."""
@@ -209,7 +238,7 @@ def conditioning_report(model, batch: Mapping, *, blank_images: tuple | None = N
     return report
 
 
-def conditioning_effects(model, batch: Mapping, *, seed: int = 0, alt_instruction: str | None = None,
+def conditioning_effects(model, batch: Mapping, *, seed: int = 0, alt_instruction: str | Sequence[str] | None = None,
                          num_steps: int | None = None) -> dict[str, float]:
     """Effect sizes by input name: context_image, wrist_image, both_images, instruction, proprio."""
     r = conditioning_report(model, {k: batch[k] for k in INPUTS}, seed=seed,
