@@ -7,6 +7,12 @@ need a new chunk, and executes the first ``replan_every`` actions of each 16-ste
 averaging overlapping chunks, ACT-style temporal ensembling). The chunks come from a ``ChunkSource``: the
 model in this process (``ModelChunkSource``) or a policy server (``vla_isaac.remote_policy.RemotePolicy``).
 
+The instruction each env acts on is that env's own for the current episode (``vla_isaac.language.
+env_instructions``: drawn per episode by a language-conditioned task such as Lift-Cube-Color, else the env
+cfg's ``instruction``), or ``instruction=`` for every env (the user's override), never silently the
+checkpoint's: the checkpoint's training instruction is used only without an env. A checkpoint trained on
+another task than the env's gets a warning (``vla_isaac.language.checkpoint_task_warning``).
+
 The constructor checks that the env can execute what the checkpoint was trained for: a 7-dim action
 made of a relative differential-IK arm term (6) and a binary gripper term (1), and that every
 observation key the key mapping reads exists. Mismatches raise one-line errors naming the fix.
@@ -177,9 +183,26 @@ class VLAPolicy:
         if mapping is None:
             raise ValueError(f"{checkpoint}: checkpoint has no key_mapping; pass key_mapping=")
         self.key_mapping = mapping if isinstance(mapping, KeyMapping) else KeyMapping.from_dict(dict(mapping))
-        self.instruction = instruction or self.source.instruction or self.key_mapping.instruction
+        self.env = env
+        self.instruction_override = instruction or None  # the user's instruction for every env
+        self.checkpoint_instruction = self.source.instruction or self.key_mapping.instruction
+        if env is not None and self.instruction_override is None:
+            from .language import env_instructions
+
+            self.instruction = env_instructions(env)[0]  # env 0's, for messages; each env gets its own
+        else:
+            self.instruction = self.instruction_override or self.checkpoint_instruction
         if not self.instruction:
             raise ValueError("no instruction: pass instruction= or train with one")
+        self.task_warning = None
+        if env is not None and not isinstance(checkpoint, (ChunkSource, torch.nn.Module)):
+            from .language import checkpoint_task_warning
+
+            self.task_warning = checkpoint_task_warning(meta, env, instruction=self.instruction_override)
+            if self.task_warning:
+                import warnings
+
+                warnings.warn(self.task_warning, stacklevel=2)
         self.chunk, self.action_dim = int(self.source.chunk), int(self.source.action_dim)
         self.image_size = tuple(self.source.image_size)
         if not 1 <= replan_every <= self.chunk:
@@ -235,7 +258,19 @@ class VLAPolicy:
         proprio = build_proprio({k: _to_cpu(group[k]) for k, _ in km.proprio}, km)
         proprio = torch.as_tensor(proprio, dtype=torch.float32)
         n = proprio.shape[0]
-        return {"context_image": ctx, "wrist_image": wrist, "proprio": proprio, "instruction": [self.instruction] * n}
+        return {"context_image": ctx, "wrist_image": wrist, "proprio": proprio, "instruction": self.instructions(n)}
+
+    def instructions(self, n: int) -> list[str]:
+        """The instruction of each of ``n`` envs: the override, else each env's own for its current episode
+        (read from the env on every call, so a new episode's instruction is used from its first step),
+        else (no env) the checkpoint's."""
+        if self.instruction_override is not None:
+            return [self.instruction_override] * n
+        if self.env is not None and getattr(self.env, "num_envs", None) == n:
+            from .language import env_instructions
+
+            return env_instructions(self.env)
+        return [self.instruction] * n
 
     # ------------------------------------------------------------------ control
     def _allocate(self, n: int) -> None:

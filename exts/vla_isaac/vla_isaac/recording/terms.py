@@ -48,8 +48,11 @@ __all__ = [
 
 
 def episode_instructions(env: ManagerBasedRLEnv, env_ids: Sequence[int]) -> list[str]:
-    """The instruction of each env's current episode: the env cfg's ``instruction`` attribute."""
-    return [str(getattr(env.cfg, "instruction", "") or "")] * len(env_ids)
+    """The instruction of each env's current episode: its own, drawn at reset by a language-conditioned task
+    (Lift-Cube-Color's ``env.instructions``), else the env cfg's ``instruction`` (``vla_isaac.language``)."""
+    from ..language import env_instructions
+
+    return env_instructions(env, [int(i) for i in env_ids])
 
 
 class LabelActionRecorder(RecorderTerm):
