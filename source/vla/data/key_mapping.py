@@ -5,7 +5,7 @@ Cosmos stack datasets, a user's own robomimic files) to the model's fixed inputs
 proprio vector and a 7-dim action. The same mapping is stored in every checkpoint and used by the
 Isaac Lab policy at run time, so training and deployment read the same keys in the same order.
 
-Files live in ``config/key_mappings/<name>.json``::
+Files ship with the package as ``vla/configs/key_mappings/<name>.json`` (``config/key_mappings/`` in a checkout)::
 
     {"name": "isaaclab_stack",
      "context_image": "table_cam", "wrist_image": "wrist_cam",
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-KEY_MAPPING_DIR = Path(__file__).resolve().parents[3] / "config" / "key_mappings"
+from ..configs import available, config_file
 
 _REQUIRED = ("context_image", "wrist_image", "proprio")
 _FIELDS = (
@@ -129,7 +129,7 @@ class KeyMapping:
 
     @classmethod
     def load(cls, name_or_path: str | Path | KeyMapping | Mapping) -> KeyMapping:
-        """A mapping from a name in ``config/key_mappings/``, a JSON path, a dict, or a KeyMapping."""
+        """A mapping from a shipped name (``isaaclab_lift``), a JSON path, a dict, or a KeyMapping."""
         if isinstance(name_or_path, KeyMapping):
             return name_or_path
         if isinstance(name_or_path, Mapping):
@@ -137,7 +137,7 @@ class KeyMapping:
         text = str(name_or_path)
         path = Path(text)
         if not path.suffix and not path.exists():
-            path = KEY_MAPPING_DIR / f"{text}.json"
+            path = config_file("key_mappings", text)
         if not path.is_file():
             raise KeyMappingError(
                 f"key mapping '{text}' not found; use one of {available_key_mappings()} or a path to a .json file"
@@ -157,7 +157,7 @@ class KeyMapping:
 
 
 def available_key_mappings() -> list[str]:
-    return sorted(p.stem for p in KEY_MAPPING_DIR.glob("*.json"))
+    return available("key_mappings")
 
 
 def build_proprio(obs: Mapping, mapping: KeyMapping):
