@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy model dtype (default: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--render_all_steps", action="store_true",
                    help="render the cameras on every step, not only on those where the policy reads them")
-    p.add_argument("--instruction", default=None, help="override the instruction given to the policy")
+    p.add_argument("--instruction", default=None,
+                   help="give every env this instruction (default: each env's own for its episode, e.g. the colour "
+                        "Lift-Cube-Color draws; never the checkpoint's): a fixed or wrong one measures what the "
+                        "instruction is worth")
     p.add_argument("--episode_length_s", type=float, default=None, help="override the task's episode length")
     p.add_argument("--videos", type=int, default=2, help="mp4 videos of the first N episodes of env 0 (0: none)")
     p.add_argument("--output", default=None, help="output folder")
@@ -184,6 +187,7 @@ def main(argv=None) -> int:
             world_size=world, replan_every=args.replan_every, temporal_ensemble=args.temporal_ensemble,
             gripper_hysteresis=args.gripper_hysteresis, device=args.device,
             dtype=str(dtype).removeprefix("torch.") if args.policy == "vla" and not args.policy_server else None,
+            instruction=args.instruction or "each env's own", task_warning=getattr(ctrl.act, "task_warning", None),
             render_on_demand=res.render_on_demand, complete=res.complete,
             env_steps_per_s=res.env_steps * args.num_envs / max(res.wall_s, 1e-9), wall_s=res.wall_s,
         )
@@ -210,6 +214,7 @@ def main(argv=None) -> int:
         f"{summary['success_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}), mean length {summary['mean_episode_length']:.1f} "
         f"steps -> {out}"
     )
+    print(f"outcomes: {summary['outcomes']}")  # Lift-Cube-Color: success = the named cube, wrong_cube = another
     return 0
 
 

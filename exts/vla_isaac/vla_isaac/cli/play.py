@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api_key_file", default=None, help="the policy server's API key (default: $VLA_POLICY_API_KEY)")
     p.add_argument("--num_envs", type=int, default=1)
     p.add_argument("--num_episodes", type=int, default=3, help="stop after this many episodes")
-    p.add_argument("--instruction", default=None, help="language instruction (default: the checkpoint's)")
+    p.add_argument("--instruction", default=None,
+                   help="language instruction for every env (default: each env's own for its episode: the task's "
+                        "instruction, or the one Lift-Cube-Color draws per episode; never the checkpoint's)")
     p.add_argument("--replan_every", type=int, default=8)
     p.add_argument("--temporal_ensemble", action="store_true")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
@@ -111,7 +113,11 @@ def main(argv=None) -> int:
         except (PolicyEnvMismatchError, PolicyServerError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(f"[play] {args.task}: '{ctrl.act.instruction}' ({args.num_envs} env(s), {args.num_episodes} episodes)")
+        said = (f"'{args.instruction}' (--instruction)" if args.instruction
+                else f"each env's own instruction (env 0 now: '{ctrl.act.instruction}')")
+        print(f"[play] {args.task}: {said} ({args.num_envs} env(s), {args.num_episodes} episodes)")
+        if getattr(ctrl.act, "task_warning", None):
+            print(f"[play] warning: {ctrl.act.task_warning}", file=sys.stderr)
         res = run_episodes(
             env, ctrl, args.num_episodes, video_episodes=args.num_episodes if args.video else 0, seed=args.seed,
             progress=False,
