@@ -1,20 +1,20 @@
-"""Import checkpoints of the seed codebase (`.pt` pickles) into the safe checkpoint format.
+"""Import legacy `.pt` checkpoints (pickled dicts written with `torch.save`) into the safe checkpoint format.
 
     vla-convert-legacy OLD.pt OUT/ [--preset qwen2.5-vl-7b] [--instruction TEXT] [--key-mapping NAME|FILE]
 
-The seed saved dicts with `torch.save` and loaded them with `weights_only=False`, which executes
-whatever the pickle says. Here they are read with `torch.load(weights_only=True)` plus an allow-list
-of plain numpy types (arrays, scalars, numeric dtypes), so a pickle that references any other global
-(a class, a function, `os.system`) is refused before anything runs.
+Loading such a file with `weights_only=False` executes whatever the pickle says; here it is read with
+`torch.load(weights_only=True)` plus an allow-list of plain numpy types (arrays, scalars, numeric dtypes),
+so a pickle that references any other global (a class, a function, `os.system`) is refused before anything
+runs.
 
 What is mapped (everything else is listed as unmapped in the output's config.json `extra.legacy`):
 - the projector: `projector_state_dict`, `projector`, or the `projector.*` keys of `model_state_dict`,
-  when they are the seed's 2-layer MLP (Linear vlm_hidden->d, GELU, Linear d->d) -> `projector.0/2.*`;
+  when they are the legacy 2-layer MLP (Linear vlm_hidden->d, GELU, Linear d->d) -> `projector.0/2.*`;
   vlm_hidden and d_model are taken from its shapes;
 - normalisation stats, when present (`norm_stats` / `stats` sub-dicts or top-level `action_mean`,
   `action_std`, `proprio_mean`/`state_mean`, `proprio_std`/`state_std`, optional `*_q01`/`*_q99`);
 - `instruction`, when present.
-Not mapped: the seed's LoRA tensors (the seed never applied them in its forward pass, so they hold their
+Not mapped: the legacy LoRA tensors (the legacy forward pass never applied them, so they hold their
 initial values and the adapter is the identity: the converted model starts from a fresh identity
 adapter, which is the same function), and its action head (a different architecture: the expert here
 is re-initialised and must be trained before the policy is used).
@@ -34,13 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .configs import available, config_file
+
 LEGACY_KEYS = ("projector_state_dict", "projector", "model_state_dict")
 _SAFE_DTYPE_NAMES = ("BoolDType", "Float16DType", "Float32DType", "Float64DType", "Int8DType", "Int16DType",
                      "Int32DType", "Int64DType", "UInt8DType", "UInt16DType", "UInt32DType", "UInt64DType")
 
 
 class LegacyCheckpointError(ValueError):
-    """The legacy file is not a seed checkpoint this tool can import safely."""
+    """The file is not a legacy checkpoint this tool can import safely."""
 
 
 def numpy_safe_globals() -> list:
@@ -52,10 +54,10 @@ def numpy_safe_globals() -> list:
 
 
 def load_legacy(path: str | Path) -> dict[str, Any]:
-    """Unpickle a seed checkpoint with weights_only=True and the numpy allow-list; refuse anything else."""
+    """Unpickle a legacy checkpoint with weights_only=True and the numpy allow-list; refuse anything else."""
     path = Path(path)
     if not path.is_file():
-        raise LegacyCheckpointError(f"{path}: no such file; pass the seed's .pt checkpoint")
+        raise LegacyCheckpointError(f"{path}: no such file; pass the legacy .pt checkpoint")
     try:
         with torch.serialization.safe_globals(numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -69,10 +71,10 @@ def load_legacy(path: str | Path) -> dict[str, Any]:
         raise LegacyCheckpointError(
             f"{path}: refused to load ({detail}); only tensors, numpy arrays and plain containers are "
             "accepted, never pickled objects or code. Re-save the weights as "
-            "{'model_state_dict': model.state_dict()} (tensors only) with the seed codebase") from exc
+            "{'model_state_dict': model.state_dict()} (tensors only) with the code that wrote it") from exc
     if not isinstance(obj, Mapping) or not any(k in obj for k in LEGACY_KEYS):
         found = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
-        raise LegacyCheckpointError(f"{path}: not a seed checkpoint: expected a dict with one of {list(LEGACY_KEYS)}, "
+        raise LegacyCheckpointError(f"{path}: not a legacy checkpoint: expected a dict with one of {list(LEGACY_KEYS)}, "
                                     f"found {found}")
     return dict(obj)
 
@@ -101,7 +103,7 @@ def _projector_source(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def map_projector(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Seed 2-layer MLP (two Linear layers in module order) -> our `projector.{0,2}.{weight,bias}`."""
+    """Legacy 2-layer MLP (two Linear layers in module order) -> our `projector.{0,2}.{weight,bias}`."""
     weights = [k for k, v in tensors.items() if k.endswith("weight") and v.ndim == 2]
     if len(weights) != 2:
         return {}, sorted(tensors)
@@ -147,7 +149,7 @@ def _find_stats(obj: Mapping[str, Any]):
 
 def convert_legacy(src: str | Path, out_dir: str | Path, *, preset: str = "qwen2.5-vl-7b",
                    instruction: str | None = None, key_mapping: dict | None = None) -> dict[str, Any]:
-    """Convert a seed checkpoint; returns the summary stored in config.json `extra.legacy`."""
+    """Convert a legacy checkpoint; returns the summary stored in config.json `extra.legacy`."""
     from vla.checkpoint import write_checkpoint
     from vla.config import load_model_preset
     from vla.modeling import build_head
@@ -185,7 +187,7 @@ def convert_legacy(src: str | Path, out_dir: str | Path, *, preset: str = "qwen2
                                       if "projector." not in str(k) and "lora_" not in str(k))[:200],
         "other_top_level_keys": other_keys,
         "norm_stats": "imported" if stats is not None else "not found: identity (set them before training)",
-        "expert": "re-initialised (the seed's action head has a different architecture)",
+        "expert": "re-initialised (the legacy action head has a different architecture)",
     }
     write_checkpoint(out_dir, cfg, state, stats or NormStats.identity(cfg.action_dim, cfg.proprio_dim),
                      key_mapping=key_mapping, instruction=text, extra={"legacy": summary})
@@ -197,9 +199,10 @@ def _load_key_mapping(name_or_path: str | None) -> dict | None:
         return None
     path = Path(name_or_path)
     if not path.is_file():
-        path = Path(__file__).resolve().parents[2] / "config" / "key_mappings" / f"{name_or_path}.json"
+        path = config_file("key_mappings", name_or_path)
     if not path.is_file():
-        raise LegacyCheckpointError(f"--key-mapping {name_or_path}: no such file or config/key_mappings/<name>.json")
+        raise LegacyCheckpointError(f"--key-mapping {name_or_path}: no such file or shipped key mapping "
+                                    f"({', '.join(available('key_mappings'))})")
     try:
         return json.loads(path.read_text())
     except ValueError as exc:
@@ -209,15 +212,15 @@ def _load_key_mapping(name_or_path: str | None) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vla-convert-legacy",
-        description="Convert a seed-codebase .pt checkpoint into a safe vla-isaac checkpoint folder "
+        description="Convert a legacy .pt checkpoint into a safe vla-isaac checkpoint folder "
                     "(safetensors + JSON + manifest). The .pt is read with torch.load(weights_only=True) and a "
                     "numpy allow-list; pickled objects or code are refused.")
-    parser.add_argument("src", help="the seed's .pt file (a dict with projector_state_dict, projector or "
+    parser.add_argument("src", help="the legacy .pt file (a dict with projector_state_dict, projector or "
                                     "model_state_dict)")
     parser.add_argument("out", help="output checkpoint folder (written atomically)")
-    parser.add_argument("--preset", default="qwen2.5-vl-7b", help="model preset the seed used (default: %(default)s)")
+    parser.add_argument("--preset", default="qwen2.5-vl-7b", help="model preset the legacy model matches (default: %(default)s)")
     parser.add_argument("--instruction", default=None, help="task instruction to store (default: the file's, if any)")
-    parser.add_argument("--key-mapping", default=None, help="key mapping name (config/key_mappings/) or JSON file")
+    parser.add_argument("--key-mapping", default=None, help="shipped key mapping name (e.g. isaaclab_stack) or JSON file")
     args = parser.parse_args(argv)
     from vla.config import ConfigError
 
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {args.out}: mapped {len(summary['mapped'])} projector tensors; norm stats {summary['norm_stats']}; "
           f"expert {summary['expert']}; skipped {summary['skipped_lora_keys']} LoRA tensors "
-          "(never applied by the seed)")
+          "(never applied by the legacy forward pass)")
     return 0
 
 
