@@ -90,21 +90,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)  # make_env leaves torch's threads to us; its default ones slow env steps on a small CPU
-    from vla_isaac.envs import EnvConfigError, UnknownTaskError
-    from vla_isaac.physics import BackendError
+    from vla_isaac.cli.common import run_sim_command
     from vla_isaac.recording import RecordingError
 
-    try:
-        return run(args)
-    except (RecordingError, UnknownTaskError, EnvConfigError, BackendError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("aborted", file=sys.stderr)
-        return 130
+    return run_sim_command(run, args, (RecordingError,))
 
 
 if __name__ == "__main__":

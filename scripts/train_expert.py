@@ -195,21 +195,10 @@ def train(args, env, env_cfg, agent_cfg, log_dir: Path, task: str, train_task: s
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)  # torch's default threads slow the env and PPO down on a busy small CPU
-    from vla_isaac.envs import EnvConfigError, UnknownTaskError
-    from vla_isaac.physics import BackendError
+    from vla_isaac.cli.common import run_sim_command
     from vla_isaac.rl_expert import RLExpertError
 
-    try:
-        return run(args)
-    except (RLExpertError, UnknownTaskError, EnvConfigError, BackendError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("aborted", file=sys.stderr)
-        return 130
+    return run_sim_command(run, args, (RLExpertError,))
 
 
 if __name__ == "__main__":

@@ -203,23 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.output}: already exists; pass --append to add demos to it or --overwrite to replace it",
               file=sys.stderr)  # fmt: skip
         return 2
-    import torch
-
-    torch.set_num_threads(1)  # make_env leaves torch's threads to us; its default ones slow env steps on a small CPU
-    from vla_isaac.envs import EnvConfigError, UnknownTaskError
     from vla_isaac.experts import ExpertError
-    from vla_isaac.physics import BackendError
     from vla_isaac.recording import RecordingError
     from vla_isaac.rl_expert import RLExpertError
 
-    try:
-        return run(args)
-    except (RecordingError, UnknownTaskError, EnvConfigError, BackendError, ExpertError, RLExpertError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("aborted", file=sys.stderr)
-        return 130
+    from .common import run_sim_command
+
+    return run_sim_command(run, args, (RecordingError, ExpertError, RLExpertError))
 
 
 if __name__ == "__main__":
