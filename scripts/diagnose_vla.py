@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from vla.data.dataset import DemoDataset, collate
     from vla.data.key_mapping import KeyMapping
     from vla.eval.conditioning import (ALT_INSTRUCTION, REPORT_KEYS, alternative_instructions, conditioning_report,
-                                       dataset_mean_images, ignoring_images_warning)
+                                       dataset_mean_images, ignoring_images_warning, input_effect, keyword_swaps)
     from vla.utils.device import DeviceError, resolve_device, resolve_dtype
     from vla.utils.io import atomic_write_text
 
@@ -109,6 +109,12 @@ def main(argv=None) -> int:
                                  num_steps=args.flow_steps, seed=args.seed, alt_instruction=alt)
     report["alt_instruction"] = alt_desc
     report["instructions"] = pool
+    # templates x keywords (Lift-Cube-Color's colours): the keyword alone swapped vs the same keyword reworded
+    swaps, paraphrases = keyword_swaps(batch["instruction"], pool, seed=args.seed) if len(pool) > 1 else (None, None)
+    for key, alts in (("instruction_keyword_effect_ratio", swaps), ("instruction_paraphrase_effect_ratio", paraphrases)):
+        if alts is not None and not args.alt_instruction:
+            report[key] = input_effect(model, batch, ["instruction"], num_steps=args.flow_steps, seed=args.seed,
+                                       alt_instruction=alts)
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         pred = model.predict_action(batch["context_image"], batch["wrist_image"], batch["instruction"],
@@ -151,6 +157,10 @@ def main(argv=None) -> int:
           "(share of the between-sample change; ~0 = ignored):")
     for k in REPORT_KEYS:
         print(f"  {k:26s} {report[k]:.3f}" + (f"  (swapped in: {alt_desc})" if k == "instruction_effect_ratio" else ""))
+    for k, what in (("instruction_keyword_effect_ratio", "only the keyword changed, e.g. the colour"),
+                    ("instruction_paraphrase_effect_ratio", "same keyword, another wording")):
+        if k in report:
+            print(f"  {k:26s} {report[k]:.3f}  ({what})")
     mse, blank_mse = report["val_action_mse"], report["blank_image_val_action_mse"]
     print(f"action MSE (normalised, {report['num_flow_steps']} flow steps, mean of {report['num_noise_draws']} draws): "
           f"{mse:.4f}; with both images blanked to the dataset mean: {blank_mse:.4f} "

@@ -233,3 +233,19 @@ def test_recorded_demos_hold_each_episodes_instruction(tmp_path, repo_root):
     assert stored == expected
     ds = DemoDataset([out], KeyMapping.load("isaaclab_lift_color"), split="all", chunk=16)
     assert sorted(d.instruction for d in ds.demos) == sorted(expected)
+
+
+def test_keyword_swaps_split_colour_from_wording():
+    from vla.eval.conditioning import keyword_swaps
+
+    templates = ["lift the {c} cube", "pick up the {c} cube", "grasp the {c} cube and lift it"]
+    pool = [t.format(c=c) for c in ("red", "green", "blue") for t in templates]
+    own = ["lift the red cube", "pick up the blue cube", "grasp the green cube and lift it"]
+    swaps, paraphrases = keyword_swaps(own, pool, seed=0)
+    assert [s.replace("green", "X").replace("blue", "X").replace("red", "X") for s in swaps] == [
+        o.replace("green", "X").replace("blue", "X").replace("red", "X") for o in own]
+    assert all(s != o for s, o in zip(swaps, own))
+    for o, p in zip(own, paraphrases):
+        colour = next(c for c in ("red", "green", "blue") if c in o)
+        assert p != o and colour in p and p in pool
+    assert keyword_swaps(["stack it"], ["stack it", "lift the cube now"]) == (None, None)

@@ -125,6 +125,29 @@ def alternative_instructions(instructions: Sequence[str], pool: Sequence[str] | 
     return out
 
 
+def keyword_swaps(instructions: Sequence[str], pool: Sequence[str], *, seed: int = 0
+                  ) -> tuple[list[str] | None, list[str] | None]:
+    """Split the instruction check in two, for a pool of templates x keywords (Lift-Cube-Color: 4 templates x 3
+    colours). Per sample: ``swap`` = the same words with the keyword changed (another instruction of the pool
+    differing in exactly one word: "lift the red cube" -> "lift the blue cube"), ``paraphrase`` = another wording
+    with the same keyword ("pick up the red cube"). Either is None when some sample has none."""
+    rng = np.random.default_rng(seed)
+    pool = list(dict.fromkeys(pool))
+    words = {p: p.split() for p in pool}
+    swaps, paraphrases = [], []
+    for own in instructions:
+        w = own.split()
+        near = [p for p in pool if len(words[p]) == len(w) and sum(a != b for a, b in zip(words[p], w)) == 1]
+        if not near:
+            return None, None
+        slot = next(i for i, (a, b) in enumerate(zip(words[near[0]], w)) if a != b)
+        keywords = {words[p][slot] for p in near} | {w[slot]}
+        para = [p for p in pool if p != own and w[slot] in words[p] and not (keywords - {w[slot]}) & set(words[p])]
+        swaps.append(near[int(rng.integers(len(near)))])
+        paraphrases.append(para[int(rng.integers(len(para)))] if para else None)
+    return swaps, (None if None in paraphrases else paraphrases)
+
+
 def _swap(x: dict, names: Sequence[str], other: torch.Tensor, alt_instruction: str | Sequence[str] | None) -> dict:
     out = dict(x)
     for name in names:
