@@ -208,6 +208,7 @@ def test_lift_color_env_expert_policy_instructions():
 
 
 @pytest.mark.sim
+@pytest.mark.slow
 def test_recorded_demos_hold_each_episodes_instruction(tmp_path, repo_root):
     """record_demos.py on Lift-Cube-Color: every demo's instruction attribute is its episode's (the one the
     env drew, recorded per step in obs/instruction_index), and the dataset gives it to the samples."""
