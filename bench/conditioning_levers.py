@@ -32,8 +32,8 @@ PY = sys.executable
 # proprio_dropout 0.5 + the cube-position probe). Every row keeps the frozen cached features, the
 # LayerNorm + Linear projector and the memory position embeddings of config/model/tiny.yaml.
 # (issue 15 made wrist dropout 0 the config's default; the rows pin it explicitly.)
-OFF = {"wd": "model_overrides.wrist_dropout=0.0", "pd": "model_overrides.proprio_dropout=0.0", "aux": "aux_state.keys=[]"}
-WD = "model_overrides.wrist_dropout=0.7"
+OFF = {"wd": "levers.wrist_dropout=0.0", "pd": "levers.proprio_dropout=0.0", "aux": "aux_state.keys=[]"}
+WD = "levers.wrist_dropout=0.7"
 LEVERS = [
     ("no lever", [OFF["wd"], OFF["pd"], OFF["aux"]]),
     ("wrist-token dropout 0.7", [WD, OFF["pd"], OFF["aux"]]),

@@ -38,11 +38,12 @@ def main() -> None:
     load = os.getloadavg()[0]
 
     from vla.config import load_model_preset
-    from vla.modeling import VLAModel
+    from vla.modeling import TrainingLevers, VLAModel
     from vla.training.features import compute_vision_cache
 
     torch.manual_seed(0)
     model = VLAModel(load_model_preset("tiny-lora"))
+    model.set_training_levers(TrainingLevers(noise_draws_per_obs=8))  # as bench/train_throughput.py's LoRA row
     cfg = model.cfg
     rng = np.random.default_rng(0)
     n = args.batch
@@ -88,7 +89,7 @@ def main() -> None:
     md = f"""## LoRA train step with the cached vision tower (`bench/lora_vision_cache.py`)
 `python bench/lora_vision_cache.py --reps {args.reps} --threads {args.threads}`: tiny-lora preset (LoRA r
 {cfg.lora.r} on the language model's attention), batch {n}, two {h}x{w} views (2 x 16 image tokens),
-{cfg.noise_draws_per_obs} noise draws per observation; one step = forward + backward + AdamW; median of
+{model.levers.noise_draws_per_obs} noise draws per observation; one step = forward + backward + AdamW; median of
 {args.reps} steps per kind, the kinds interleaved, all from one run. Machine: {machine()}, torch threads
 {args.threads}; 1-min load average at start {load:.1f} (a shared machine: compare ratios within the run).
 

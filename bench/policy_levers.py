@@ -36,9 +36,9 @@ DEMOS = {
     "dart100": (100, 0.03, 0),
     "dart100b": (100, 0.03, 1000),  # a second recording process: 200 DART demos in the wall time of 100
 }
-NO_LEVERS = ["model_overrides.wrist_dropout=0.0", "model_overrides.proprio_dropout=0.0", "aux_state.keys=[]"]
-NO_WRIST = ["model_overrides.wrist_dropout=0.0"]  # the config's default since issue 15
-GATE = ["model_overrides.wrist_dropout=0.7"]  # issue 10's gate recipe (wrist dropout was its default then)
+NO_LEVERS = ["levers.wrist_dropout=0.0", "levers.proprio_dropout=0.0", "aux_state.keys=[]"]
+NO_WRIST = ["levers.wrist_dropout=0.0"]  # the config's default since issue 15
+GATE = ["levers.wrist_dropout=0.7"]  # issue 10's gate recipe (wrist dropout was its default then)
 PRIVILEGED = ["data.key_mapping=isaaclab_lift_privileged", "model_overrides.proprio_dim=34", *NO_LEVERS]
 # the model's state head: the cube pose estimated from the images (+ proprio) and fed to the expert as a token
 STATE_HEAD = [*NO_WRIST, "model_overrides.state_dim=7", "aux_state.keys=[cube_positions,cube_orientations]"]
@@ -69,7 +69,7 @@ LEVERS: dict[str, dict] = {
     "dart_state": dict(label="DART demos, proprio dropout 0.5, state head (cube pose from the images, fed to the "
                        "expert), no wrist dropout", demos=["dart100"], train=STATE_HEAD),
     "dart_state_noproprio_drop": dict(label="DART demos, state head, no proprio dropout", demos=["dart100"],
-                                      train=[*STATE_HEAD, "model_overrides.proprio_dropout=0.0"]),
+                                      train=[*STATE_HEAD, "levers.proprio_dropout=0.0"]),
     "dart200_state": dict(label="200 DART demos (2 recording processes), state head, proprio dropout 0.5",
                           demos=["dart100", "dart100b"], train=STATE_HEAD),
     "dart_nowrist_te": dict(label="DART, no wrist dropout + temporal ensembling, replan 2", base="dart_nowrist",

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         feat_rate = cached["train_samples"] / max(cached["feature_cache_s"], 1e-9)
         rows.append(("VLM feature pass, once per sample (frozen `tiny`)", feat_rate))
         rows.append(("train step, cached features (`tiny`)", cached["samples_per_s"]))
-        lora = run("lora", "tiny-lora", args.lora_steps, **{"model_overrides.noise_draws_per_obs": 8})
+        lora = run("lora", "tiny-lora", args.lora_steps, **{"levers.noise_draws_per_obs": 8})
         rows.append(
             ("train step, LoRA: processor + VLM fwd/bwd + head (`tiny-lora`, 8 noise draws)", lora["samples_per_s"])
         )

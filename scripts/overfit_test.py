@@ -106,8 +106,8 @@ def main(argv=None) -> int:
             "save_every=0",
             "image_effect_samples=8",
             # memorising is the point: no training-time regularisers (lift_tiny_cpu's dropouts and probe)
-            "model_overrides.wrist_dropout=0.0",
-            "model_overrides.proprio_dropout=0.0",
+            "levers.wrist_dropout=0.0",
+            "levers.proprio_dropout=0.0",
             "aux_state.keys=[]",
             f"output_dir={out}",
             f"seed={args.seed}",

@@ -166,7 +166,7 @@ def test_sigkill_then_resume_continues_with_the_uninterrupted_losses(lift_file, 
         "lift_tiny_cpu",
         f"data.files=[{lift_file}]",
         "model=tiny-lora",
-        "model_overrides.noise_draws_per_obs=2",
+        "levers.noise_draws_per_obs=2",
         "batch_size=4",
         "max_steps=30",
         "save_every=10",
@@ -234,7 +234,7 @@ def test_cube_position_probe_trains_and_stays_out_of_the_checkpoint(lift_file, t
     """The auxiliary state loss (aux_state) is logged and falls; the probe is training-only."""
     out = tmp_path / "aux"
     train(_cfg([lift_file], out, **{"aux_state.keys": ["cube_positions"], "aux_state.weight": 1.0, "max_steps": 60,
-                                     "model_overrides.wrist_dropout": 0.5, "optim.warmup_steps": 5}),
+                                     "levers.wrist_dropout": 0.5, "optim.warmup_steps": 5}),
           show_progress=False)
     aux = [r["aux_loss"] for r in _metrics(out) if "aux_loss" in r]
     assert len(aux) == 12 and sum(aux[-3:]) < 0.8 * sum(aux[:3]), aux
@@ -245,7 +245,7 @@ def test_cube_position_probe_trains_and_stays_out_of_the_checkpoint(lift_file, t
         with safe_open(str(f), "pt") as st:
             assert not any("state_probe" in k for k in st.keys()), f
     model = load_vla_for_inference(out / "final")
-    assert model.state_probe is None and model.cfg.wrist_dropout == 0.5
+    assert model.state_probe is None and "wrist_dropout" not in model.cfg.to_dict()  # training-only levers
 
 
 def test_missing_aux_state_key_is_a_clear_error(lift_file, tmp_path):

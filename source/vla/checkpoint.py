@@ -230,7 +230,7 @@ def load_vla(path: str | Path, device: str | torch.device = "cpu", dtype: torch.
     path = Path(path)
     config = read_checkpoint_config(path, verify=True)
     try:
-        cfg = VLAConfig.from_dict(config["model"], source=str(path / CONFIG_FILE))
+        cfg = VLAConfig.from_dict(config["model"], source=str(path / CONFIG_FILE), checkpoint=True)
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from exc
     recorded = config.get("backbone_fingerprint")

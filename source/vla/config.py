@@ -27,6 +27,11 @@ TIME_SAMPLING = ("uniform", "beta")
 DEFAULT_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 
 
+# Training-only levers that earlier versions kept in the model config; they now live in the training config
+# (`vla.training.config.LeverConfig`) and the model config describes only the model a checkpoint runs.
+TRAINING_LEVER_KEYS = ("wrist_dropout", "proprio_dropout", "noise_draws_per_obs")
+
+
 class ConfigError(ValueError):
     """A model config or preset is invalid; the message names the key and the fix."""
 
@@ -72,12 +77,6 @@ class VLAConfig:
     expert_heads: int = 8
     expert_ff_mult: int = 4
     expert_dropout: float = 0.0
-    # Training only: share of samples whose wrist-view memory tokens are hidden from the expert, so it
-    # must also read the context view (image_tokens conditioning; docs/model.md).
-    wrist_dropout: float = 0.0
-    # Training only: share of samples whose proprio is replaced by its dataset mean, so the expert learns
-    # to read the arm's state and the task phase from the images too instead of copying the proprio.
-    proprio_dropout: float = 0.0
     num_queries: int = 16
     action_dim: int = 7
     proprio_dim: int = 27
@@ -89,7 +88,6 @@ class VLAConfig:
     # Flow matching.
     flow_steps: int = 10
     time_sampling: str = "uniform"
-    noise_draws_per_obs: int = 1
     norm_mode: str = "mean_std"
 
     def __post_init__(self) -> None:
@@ -116,14 +114,9 @@ class VLAConfig:
         if self.d_model % self.expert_heads:
             raise bad("expert_heads", f"d_model {self.d_model} must be divisible by expert_heads {self.expert_heads}")
         for key in ("vlm_hidden", "d_model", "expert_layers", "num_queries", "action_dim", "proprio_dim",
-                    "flow_steps", "noise_draws_per_obs", "max_memory_tokens"):
+                    "flow_steps", "max_memory_tokens"):
             if int(getattr(self, key)) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
-        for key in ("wrist_dropout", "proprio_dropout"):
-            if not 0.0 <= float(getattr(self, key)) < 1.0:
-                raise bad(key, f"must be in [0, 1), got {getattr(self, key)}")
-        if self.wrist_dropout and self.conditioning != "image_tokens":
-            raise bad("wrist_dropout", "needs conditioning: image_tokens (it hides the wrist view's image tokens)")
         if int(self.state_dim) < 0:
             raise bad("state_dim", f"must be >= 0 (0 = no state head), got {self.state_dim}")
         if self.lora.enabled and not self.freeze_backbone:
@@ -139,7 +132,17 @@ class VLAConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> VLAConfig:
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config", checkpoint: bool = False) -> VLAConfig:
+        """`checkpoint=True`: a checkpoint's stored config, where the training levers that older versions kept
+        in the model config are dropped (they never changed the model a checkpoint runs)."""
+        data = dict(data)
+        moved = sorted(set(data) & set(TRAINING_LEVER_KEYS))
+        if moved and checkpoint:
+            for key in moved:
+                data.pop(key)
+        elif moved:
+            raise ConfigError(f"{source}: {moved} are training levers, not model settings; set them in the "
+                              f"training config instead ({', '.join('levers.' + k for k in moved)})")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -14,6 +14,7 @@ model in float32, with the stats held as buffers, so callers always deal in raw 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,23 @@ from vla.model.projector import build_projector
 from vla.normalization import STD_FLOOR, FeatureStats, NormStats
 
 HEAD_MODULES = ("projector", "memory_pos", "state_head", "expert")  # the trainable head in head.safetensors
+
+
+@dataclass
+class TrainingLevers:
+    """Training-only regularisers applied by `VLAModel.forward` while it trains (the training config's
+    `levers`); they change what the head learns from, not the model a checkpoint runs, so they are not saved."""
+
+    wrist_dropout: float = 0.0  # share of samples whose wrist-view image tokens are hidden from the expert
+    proprio_dropout: float = 0.0  # share of samples whose proprio is replaced by its dataset mean
+    noise_draws_per_obs: int = 1  # flow noise/time draws sharing one (expensive) VLM forward
+
+    def __post_init__(self) -> None:
+        for key in ("wrist_dropout", "proprio_dropout"):
+            if not 0.0 <= float(getattr(self, key)) < 1.0:
+                raise ValueError(f"levers.{key}: must be in [0, 1), got {getattr(self, key)}")
+        if int(self.noise_draws_per_obs) < 1:
+            raise ValueError(f"levers.noise_draws_per_obs: must be >= 1, got {self.noise_draws_per_obs}")
 
 
 class Normalizer(nn.Module):
@@ -146,6 +164,7 @@ class VLAModel(nn.Module):
         self.expert = head["expert"]
         self.normalizer = Normalizer(cfg.action_dim, cfg.proprio_dim, cfg.norm_mode)
         self.state_probe = None  # training-only auxiliary head (attach_state_probe); never checkpointed
+        self.levers = TrainingLevers()  # training-only regularisers (set_training_levers); none by default
         self.state_probe_weight = 0.0
         for name in HEAD_MODULES:
             module = getattr(self, name)
@@ -292,6 +311,13 @@ class VLAModel(nn.Module):
             return self.project(*self.vlm_features(batch[VLM_INPUTS]))
         return self.encode(batch["context_image"], batch["wrist_image"], batch["instruction"])
 
+    def set_training_levers(self, levers: TrainingLevers) -> None:
+        """Dropouts and noise draws for `forward` in training mode (the training config's `levers`)."""
+        if levers.wrist_dropout and self.cfg.conditioning != "image_tokens":
+            raise ValueError(f"levers.wrist_dropout needs conditioning image_tokens (it hides the wrist view's image "
+                             f"tokens); model '{self.cfg.preset}' uses {self.cfg.conditioning}")
+        self.levers = levers
+
     def attach_state_probe(self, state_dim: int, weight: float, mean, std) -> None:
         """Add the state-regression loss (``vla.model.state_probe``) to ``forward``: batches with an
         ``aux_state`` (B, state_dim) then train the model's state head (``state_dim`` > 0 in the config;
@@ -342,8 +368,8 @@ class VLAModel(nn.Module):
 
     def _drop_wrist_tokens(self, mask: torch.Tensor) -> torch.Tensor:
         """Hide the wrist view's image tokens (the second half of each row's valid tokens: both views
-        have the same size) from the expert for a random ``wrist_dropout`` share of the samples."""
-        p = self.cfg.wrist_dropout
+        have the same size) from the expert for a random ``levers.wrist_dropout`` share of the samples."""
+        p = self.levers.wrist_dropout
         if not self.training or p <= 0:
             return mask
         wrist = mask & ~self.context_token_mask(mask)
@@ -354,7 +380,7 @@ class VLAModel(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Flow-matching loss on a batch in raw units (see docs/contracts.md for the keys)."""
         memory, memory_mask = self._memory(batch)
-        k, b = self.cfg.noise_draws_per_obs, memory.shape[0]
+        k, b = self.levers.noise_draws_per_obs, memory.shape[0]
         cfg = self.cfg
         actions = _checked(_tensor(batch["actions"], self.device), "actions", (b, cfg.num_queries, cfg.action_dim))
         proprio = _checked(_tensor(batch["proprio"], self.device), "proprio", (b, cfg.proprio_dim))
@@ -371,8 +397,8 @@ class VLAModel(nn.Module):
         if estimate is not None:  # the expert acts on the estimate; only the state loss trains the state head
             estimate = estimate.detach()
         memory_mask = self._drop_wrist_tokens(memory_mask)
-        if self.training and cfg.proprio_dropout > 0:  # normalised 0 = the dataset mean
-            keep = torch.rand(b, 1, device=self.device) >= cfg.proprio_dropout
+        if self.training and self.levers.proprio_dropout > 0:  # normalised 0 = the dataset mean
+            keep = torch.rand(b, 1, device=self.device) >= self.levers.proprio_dropout
             proprio = proprio * keep.float()
         action_mask = batch.get("action_mask")
         action_mask = (torch.ones(actions.shape[:2], dtype=torch.bool, device=self.device) if action_mask is None

@@ -53,6 +53,16 @@ class EMAConfig:
 
 
 @dataclass
+class LeverConfig:
+    """Training-only regularisers (`vla.modeling.TrainingLevers`): they shape what the head learns from and
+    are not part of the model a checkpoint runs (docs/training.md, "Training levers")."""
+
+    wrist_dropout: float = 0.0  # share of samples whose wrist-view tokens are hidden: the context view must count
+    proprio_dropout: float = 0.0  # share of samples whose proprio is its mean: state must come from the images
+    noise_draws_per_obs: int = 1  # flow noise/time draws per VLM forward (LoRA: the VLM dominates a step)
+
+
+@dataclass
 class AuxStateConfig:
     """Training-only auxiliary loss: regress recorded privileged state from the context-view tokens."""
 
@@ -72,6 +82,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
+    levers: LeverConfig = field(default_factory=LeverConfig)
     aux_state: AuxStateConfig = field(default_factory=AuxStateConfig)
     # Frozen backbone (no LoRA): compute VLM features once and train the head on them.
     # auto = memory cache when the backbone is frozen; disk = also keep them in <output_dir>/feature_cache.
@@ -130,6 +141,16 @@ class TrainConfig:
             raise bad("ema.decay", f"must be in (0, 1), got {self.ema.decay}")
         if self.aux_state.weight < 0:
             raise bad("aux_state.weight", f"must be >= 0, got {self.aux_state.weight}")
+        for key in ("wrist_dropout", "proprio_dropout"):
+            if not 0.0 <= getattr(self.levers, key) < 1.0:
+                raise bad(f"levers.{key}", f"must be in [0, 1), got {getattr(self.levers, key)}")
+        if self.levers.noise_draws_per_obs < 1:
+            raise bad("levers.noise_draws_per_obs", f"must be >= 1, got {self.levers.noise_draws_per_obs}")
+        from ..config import TRAINING_LEVER_KEYS
+
+        moved = sorted(set(self.model_overrides) & set(TRAINING_LEVER_KEYS))
+        if moved:
+            raise bad(f"model_overrides.{moved[0]}", f"is a training lever, not a model setting: use levers.{moved[0]}")
 
     def resolve_paths(self, base: Path | None = None) -> None:
         """Expand globs (``cosmos/*.hdf5``); relative paths from the current directory, else the repo root."""

@@ -26,6 +26,7 @@ Output folder::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -133,6 +134,11 @@ def plan_run(cfg: TrainConfig, resume: bool | str | None = None) -> RunPlan:
             f"{model_cfg.action_dim}; the policy needs 7 (6 relative IK pose deltas + 1 gripper)"
         )
     summary = check_files(cfg.data.files, mapping)
+    if cfg.levers.wrist_dropout and model_cfg.conditioning != "image_tokens":
+        raise TrainConfigError(
+            f"levers.wrist_dropout needs conditioning image_tokens (it hides the wrist view's image tokens); "
+            f"model '{model_cfg.preset}' uses {model_cfg.conditioning}: set levers.wrist_dropout=0"
+        )
     if cfg.aux_state.keys:
         _check_aux_keys(cfg, model_cfg)
     elif model_cfg.state_dim:
@@ -298,7 +304,7 @@ class Trainer:
     def _build(self) -> None:
         from accelerate.utils import set_seed
 
-        from ..modeling import VLAModel
+        from ..modeling import TrainingLevers, VLAModel
 
         cfg, acc, plan = self.cfg, self.acc, self.plan
         # seed + process index: each rank draws its own flow noise, flow times and dropout masks
@@ -311,6 +317,7 @@ class Trainer:
             self.model = VLAModel(plan.model_cfg, device=acc.device, dtype=backbone_dtype)
             self.stats = compute_norm_stats(cfg.data.files, plan.mapping)
         self.model.set_norm_stats(self.stats)
+        self.model.set_training_levers(TrainingLevers(**dataclasses.asdict(cfg.levers)))
         self._say(
             f"model '{plan.model_cfg.preset}' on {acc.device} ({time.time() - t:.1f} s); "
             f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trainable parameters; "
