@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Overfit check: can the model memorise 5 demos? (the seed's diagnosis test)
+"""Overfit check: can the model memorise 5 demos?
 
 Trains on the first N demos only (no validation split), then
   1. asserts the final training loss is below --loss_threshold, and
