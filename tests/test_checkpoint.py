@@ -159,3 +159,26 @@ def test_backbone_with_other_weights_is_refused(saved, tmp_path, monkeypatch):
     monkeypatch.setattr(ck, "backbone_fingerprint", real)
     with pytest.raises(CheckpointError, match="different weights"):
         load_vla_for_inference(path)
+
+
+def test_checkpoint_from_before_the_levers_moved_still_loads(saved, tmp_path):
+    """Checkpoints written while wrist_dropout / proprio_dropout / noise_draws_per_obs were model settings still
+    load (the levers are dropped: they never changed the model), and predict what the saved model predicts."""
+    import hashlib
+
+    path = _copy(saved[1], tmp_path / "old")
+    config = json.loads((path / "config.json").read_text())
+    config["model"].update(wrist_dropout=0.7, proprio_dropout=0.5, noise_draws_per_obs=4)
+    (path / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((path / "manifest.json").read_text())
+    entry = manifest["files"]["config.json"]
+    entry["sha256"] = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()
+    for key in ("size", "bytes"):
+        if key in entry:
+            entry[key] = (path / "config.json").stat().st_size
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    old, new = load_vla_for_inference(path), load_vla_for_inference(saved[1])
+    assert "wrist_dropout" not in old.cfg.to_dict() and old.cfg == new.cfg
+    obs = _obs()
+    noise = torch.randn(2, 16, 7, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(old.predict_action(*obs, noise=noise), new.predict_action(*obs, noise=noise))
