@@ -36,12 +36,16 @@ DEMOS = {
     "dart100": (100, 0.03, 0),
     "dart100b": (100, 0.03, 1000),  # a second recording process: 200 DART demos in the wall time of 100
 }
-NO_LEVERS = ["levers.wrist_dropout=0.0", "levers.proprio_dropout=0.0", "aux_state.keys=[]"]
-NO_WRIST = ["levers.wrist_dropout=0.0"]  # the config's default since issue 15
-GATE = ["levers.wrist_dropout=0.7"]  # issue 10's gate recipe (wrist dropout was its default then)
+# Rows before the state head (the config's default since it lifted DART success 17/50 -> 25/50) turn it off and
+# keep the training-only context-view probe they were measured with.
+PROBE = ["model_overrides.state_dim=0", "aux_state.keys=[cube_positions]"]
+NO_LEVERS = ["levers.wrist_dropout=0.0", "levers.proprio_dropout=0.0", "model_overrides.state_dim=0", "aux_state.keys=[]"]
+NO_WRIST = [*PROBE, "levers.wrist_dropout=0.0"]
+GATE = [*PROBE, "levers.wrist_dropout=0.7"]  # the image-effect gate recipe (wrist dropout was its default then)
 PRIVILEGED = ["data.key_mapping=isaaclab_lift_privileged", "model_overrides.proprio_dim=34", *NO_LEVERS]
 # the model's state head: the cube pose estimated from the images (+ proprio) and fed to the expert as a token
-STATE_HEAD = [*NO_WRIST, "model_overrides.state_dim=7", "aux_state.keys=[cube_positions,cube_orientations]"]
+STATE_HEAD = ["levers.wrist_dropout=0.0", "model_overrides.state_dim=7",
+              "aux_state.keys=[cube_positions,cube_orientations]"]
 
 # name -> dict(demos=[demo sets], train=[overrides] or base=<row whose checkpoint is reused>, eval=[flags])
 LEVERS: dict[str, dict] = {

@@ -86,11 +86,6 @@ print(json.dumps({"kinds": {k: available(k) for k in ("model", "training", "key_
     assert out["tiny_d_model"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vla/config.py (MODEL_PRESET_DIR) and vla/training/config.py (TRAIN_CONFIG_DIR) still resolve presets "
-    "relative to the source tree; they pass once both use vla.configs.config_dir()",
-)
 def test_installed_loaders_find_presets_by_name(installed, tmp_path):
     code = """
 from vla.config import load_model_preset

@@ -35,3 +35,16 @@ def test_privileged_row_trains_a_matching_proprio_without_levers():
     for name, lever in bench.LEVERS.items():  # eval-only rows reuse a row that trains
         assert ("base" in lever) != ("train" in lever), name
         assert "base" not in lever or "train" in bench.LEVERS[lever["base"]], name
+
+
+def test_rows_match_what_they_were_measured_with():
+    """The state head is the training config's default now: the earlier rows turn it off, its rows turn it on."""
+    bench = _bench()
+    from vla.training import load_train_config
+
+    for name in ("dart_nowrist", "gate_recipe", "no_levers", "privileged"):
+        cfg = load_train_config("lift_tiny_cpu", ["data.files=[x.hdf5]", *bench.LEVERS[name]["train"]])
+        assert cfg.model_overrides.get("state_dim") == 0, name
+    cfg = load_train_config("lift_tiny_cpu", ["data.files=[x.hdf5]", *bench.LEVERS["dart_state"]["train"]])
+    assert cfg.model_overrides["state_dim"] == 7 and cfg.aux_state.keys == ["cube_positions", "cube_orientations"]
+    assert cfg.levers.wrist_dropout == 0.0 and cfg.levers.proprio_dropout == 0.5

@@ -116,3 +116,18 @@ def test_training_a_state_head_saves_it_and_reloads_exactly(tmp_path):
     args = (b["context_image"], b["wrist_image"], b["instruction"], b["proprio"])
     again = load_vla_for_inference(Path(tmp_path / "run" / "final"))
     torch.testing.assert_close(model.predict_action(*args, noise=noise), again.predict_action(*args, noise=noise))
+
+
+def test_stack_config_state_head_matches_three_cube_poses(tmp_path):
+    """stack_tiny_cpu's state head estimates all three cubes' poses: its state_dim equals the recorded keys' size
+    (a Cosmos-layout file holds the same three-cube keys as our Stack-Cube recordings), so training starts."""
+    from _data_fixtures import cosmos_file
+    from vla.training import load_train_config, train
+
+    data = cosmos_file(tmp_path / "stack.hdf5", num_demos=3, steps=14)
+    cfg = load_train_config("stack_tiny_cpu", [f"data.files=[{data}]", "data.key_mapping=nvidia_cosmos",
+                                               f"output_dir={tmp_path / 'run'}", "max_steps=4", "val_every=0",
+                                               "save_every=0", "image_effect_samples=0", "log_every=1"])
+    assert cfg.model_overrides["state_dim"] == 21
+    summary = train(cfg, show_progress=False)
+    assert summary["steps"] == 4 if "steps" in summary else (tmp_path / "run" / "final" / "manifest.json").is_file()

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Repository layout: source/vla/config.py -> <repo>/config/model/*.yaml
-MODEL_PRESET_DIR = Path(__file__).resolve().parents[2] / "config" / "model"
+from .configs import available, config_dir
+
+MODEL_PRESET_DIR = config_dir("model")
 
 # What the action expert attends to (`VLAModel._selection`): every prompt token, the image tokens of both views,
 # the image tokens plus the instruction's tokens (every token after the last image token: the instruction and
@@ -169,7 +170,7 @@ class VLAConfig:
 
 
 def available_presets() -> list[str]:
-    return sorted(p.stem for p in MODEL_PRESET_DIR.glob("*.yaml"))
+    return available("model")
 
 
 def load_model_preset(name_or_path: str | Path, **overrides: Any) -> VLAConfig:

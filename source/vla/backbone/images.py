@@ -11,11 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from vla.data.preprocess import resize_images
+from vla.data.preprocess import ImageFormatError, resize_images
 
-
-class ImageInputError(ValueError):
-    """Images have the wrong shape/dtype for the VLA model."""
+ImageInputError = ImageFormatError  # one exception type for bad images, whichever check finds them
 
 
 def as_uint8_batch(images, name: str = "images") -> np.ndarray:

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
-TRAIN_CONFIG_DIR = Path(__file__).resolve().parents[3] / "config" / "training"
-REPO_ROOT = TRAIN_CONFIG_DIR.parents[1]
+from ..configs import config_dir
+
+TRAIN_CONFIG_DIR = config_dir("training")
+REPO_ROOT = Path(__file__).resolve().parents[3]  # a checkout's root: relative data paths also resolve against it
 
 
 class TrainConfigError(ValueError):

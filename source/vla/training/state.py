@@ -20,10 +20,11 @@ done, so a SIGKILL leaves either the previous or the new state, never a half-wri
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
+
+from ..utils.io import replace_dir
 
 STATE_DIR = "training_state"
 STATE_FILE = "state.json"
@@ -49,13 +50,7 @@ def tmp_state_dir(root: str | Path, step: int) -> Path:
 def publish_state(tmp: Path, target: Path, meta: dict, keep_last: int) -> Path:
     """Main process, after every rank's ``save_state`` into ``tmp``: write ``state.json``, rename, prune."""
     (tmp / STATE_FILE).write_text(json.dumps(meta, indent=1))
-    if target.exists():  # re-saving a step (a run resumed from an earlier state): replace it
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    replace_dir(tmp, target)  # re-saving a step (a run resumed from an earlier state) replaces it
     if keep_last > 0:
         for stale in list_states(target.parent.parent)[:-keep_last]:
             shutil.rmtree(stale, ignore_errors=True)

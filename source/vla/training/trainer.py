@@ -766,7 +766,6 @@ def train(cfg: TrainConfig, resume: bool | str | None = None, show_progress: boo
 
 def input_error_types() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input (config, data, model files): scripts print one line and exit 2."""
-    from ..backbone.images import ImageInputError
     from ..backbone.qwen import BackboneError
     from ..checkpoint import CheckpointError
     from ..config import ConfigError
@@ -784,6 +783,5 @@ def input_error_types() -> tuple[type[Exception], ...]:
         BackboneError,
         CheckpointError,
         NormStatsError,
-        ImageFormatError,
-        ImageInputError,
+        ImageFormatError,  # also vla.backbone.images.ImageInputError (the same type)
     )
