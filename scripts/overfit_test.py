@@ -72,8 +72,8 @@ def open_loop(model, dataset, stride: int, seed: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from vla.training import load_train_config
-    from vla.training.trainer import Trainer, input_error_types, plan_run
+    from vla.training import Trainer, load_train_config, plan_run
+    from vla.training.errors import input_error_types
 
     tmp = tempfile.TemporaryDirectory(prefix="vla_overfit_")
     try:

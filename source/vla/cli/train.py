@@ -49,7 +49,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from vla.training.trainer import CONFIG_FILE, Trainer, input_error_types, plan_run
+    from vla.training.errors import input_error_types
+    from vla.training.plan import CONFIG_FILE, plan_run
+    from vla.training.trainer import Trainer
 
     errors = input_error_types()
     try:

@@ -1,7 +1,8 @@
 """Training from recorded demos: config, the accelerate trainer, resumable state."""
 
 from .config import TrainConfig, TrainConfigError, load_train_config
-from .trainer import RunPlan, Trainer, plan_run, train
+from .plan import RunPlan, plan_run
+from .trainer import Trainer, train
 
 __all__ = [
     "RunPlan",
