@@ -14,7 +14,6 @@ model in float32, with the stats held as buffers, so callers always deal in raw 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,103 +25,16 @@ from vla.backbone.qwen import core_model, load_backbone
 from vla.config import VLAConfig
 from vla.model.action_expert import ActionExpert
 from vla.model.flow_matching import euler_sample, flow_matching_loss, sample_time
+from vla.model.levers import TrainingLevers
+from vla.model.normalizer import Normalizer
 from vla.model.projector import build_projector
-from vla.normalization import STD_FLOOR, FeatureStats, NormStats
+from vla.model.tokens import pad_vlm_features, select_tokens
+from vla.normalization import NormStats
 
 HEAD_MODULES = ("projector", "memory_pos", "state_head", "expert")  # the trainable head in head.safetensors
-
-
-@dataclass
-class TrainingLevers:
-    """Training-only regularisers applied by `VLAModel.forward` while it trains (the training config's
-    `levers`); they change what the head learns from, not the model a checkpoint runs, so they are not saved."""
-
-    wrist_dropout: float = 0.0  # share of samples whose wrist-view image tokens are hidden from the expert
-    proprio_dropout: float = 0.0  # share of samples whose proprio is replaced by its dataset mean
-    noise_draws_per_obs: int = 1  # flow noise/time draws sharing one (expensive) VLM forward
-
-    def __post_init__(self) -> None:
-        for key in ("wrist_dropout", "proprio_dropout"):
-            if not 0.0 <= float(getattr(self, key)) < 1.0:
-                raise ValueError(f"levers.{key}: must be in [0, 1), got {getattr(self, key)}")
-        if int(self.noise_draws_per_obs) < 1:
-            raise ValueError(f"levers.noise_draws_per_obs: must be >= 1, got {self.noise_draws_per_obs}")
-
-
-class Normalizer(nn.Module):
-    """Action/proprio stats as float32 buffers that stay float32 when the model is cast to bf16."""
-
-    FIELDS = ("mean", "std", "q01", "q99")
-
-    def __init__(self, action_dim: int, proprio_dim: int, mode: str = "mean_std"):
-        super().__init__()
-        self.mode = mode
-        self.set_stats(NormStats.identity(action_dim, proprio_dim), _register=True)
-
-    def set_stats(self, stats: NormStats, _register: bool = False) -> None:
-        for prefix, feat in (("action", stats.action), ("proprio", stats.proprio)):
-            for name in self.FIELDS:
-                value = torch.as_tensor(getattr(feat, name), dtype=torch.float32)
-                key = f"{prefix}_{name}"
-                if _register:
-                    self.register_buffer(key, value)
-                else:
-                    old = getattr(self, key)
-                    if old.shape != value.shape:
-                        raise ValueError(f"norm stats: {prefix} has {value.shape[0]} dims but the model expects "
-                                         f"{old.shape[0]}; recompute the stats with the model's key mapping")
-                    setattr(self, key, value.to(old.device))
-
-    def get_stats(self) -> NormStats:
-        def feat(prefix: str) -> FeatureStats:
-            return FeatureStats(**{n: getattr(self, f"{prefix}_{n}").cpu().numpy() for n in self.FIELDS})
-
-        return NormStats(action=feat("action"), proprio=feat("proprio"))
-
-    def _apply(self, fn, recurse: bool = True):
-        super()._apply(fn, recurse)
-        for key, buf in self._buffers.items():  # follow device moves, ignore dtype casts
-            if buf is not None and buf.dtype != torch.float32:
-                self._buffers[key] = buf.float()
-        return self
-
-    def _scale_shift(self, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mode == "quantile":  # [q01, q99] -> [-1, 1]
-            lo, hi = getattr(self, f"{prefix}_q01"), getattr(self, f"{prefix}_q99")
-            return ((hi - lo) / 2).clamp_min(STD_FLOOR), (hi + lo) / 2
-        return getattr(self, f"{prefix}_std").clamp_min(STD_FLOOR), getattr(self, f"{prefix}_mean")
-
-    def normalize(self, prefix: str, x: torch.Tensor) -> torch.Tensor:
-        scale, shift = self._scale_shift(prefix)
-        return (x.float() - shift) / scale
-
-    def denormalize(self, prefix: str, x: torch.Tensor) -> torch.Tensor:
-        scale, shift = self._scale_shift(prefix)
-        return x.float() * scale + shift
-
-
-def select_tokens(hidden: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather the selected positions of each row, left-aligned: (B,L,H), (B,L) bool -> (B,M,H), (B,M) bool.
-
-    Works for left or right padding alike; padded slots are zeros with mask False.
-    """
-    counts = selected.sum(1)
-    width = max(int(counts.max()), 1)
-    order = torch.argsort((~selected).to(torch.int32), dim=1, stable=True)[:, :width]
-    feats = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
-    mask = torch.arange(width, device=hidden.device)[None] < counts[:, None]
-    return feats * mask[..., None].to(feats.dtype), mask
-
-
-def pad_vlm_features(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Collate per-sample cached (features (M_i,H), mask (M_i,)) into (B,M,H), (B,M), padding on the right."""
-    width = max(int(f.shape[0]) for f, _ in items)
-    feats = torch.zeros(len(items), width, items[0][0].shape[-1], dtype=items[0][0].dtype)
-    mask = torch.zeros(len(items), width, dtype=torch.bool)
-    for i, (f, m) in enumerate(items):
-        feats[i, : f.shape[0]] = f
-        mask[i, : m.shape[0]] = m.bool()
-    return feats, mask
+# also importable from here (moved to vla.model.*): callers import them from vla.modeling
+__all__ = ["HEAD_MODULES", "VLM_INPUTS", "Normalizer", "TrainingLevers", "VLAModel", "build_head",
+           "pad_vlm_features", "select_tokens"]
 
 
 def build_head(cfg: VLAConfig) -> nn.ModuleDict:

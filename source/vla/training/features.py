@@ -24,8 +24,9 @@ import torch
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
+from ..backbone.processor import VLM_INPUTS
 from ..data.dataset import DemoDataset, collate
-from ..modeling import VLM_INPUTS, pad_vlm_features
+from ..model.tokens import pad_vlm_features
 from ..utils.io import atomic_write_bytes, atomic_write_text
 
 
