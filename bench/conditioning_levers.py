@@ -34,6 +34,8 @@ PY = sys.executable
 # (issue 15 made wrist dropout 0 the config's default; the rows pin it explicitly.)
 OFF = {"wd": "levers.wrist_dropout=0.0", "pd": "levers.proprio_dropout=0.0", "aux": "aux_state.keys=[]"}
 WD = "levers.wrist_dropout=0.7"
+# these rows measure the probe-era recipe: no state head (the config's default now), the context-view probe
+PROBE_RECIPE = ["model_overrides.state_dim=0", "aux_state.keys=[cube_positions]"]
 LEVERS = [
     ("no lever", [OFF["wd"], OFF["pd"], OFF["aux"]]),
     ("wrist-token dropout 0.7", [WD, OFF["pd"], OFF["aux"]]),
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
         print(f"[{i}] {label}", flush=True)
         t = time.perf_counter()
         run([PY, "scripts/train.py", "--config", "lift_tiny_cpu", "--no_progress", f"data.files=[{demos}]",
-             f"output_dir={run_dir}", f"max_steps={args.steps}", *overrides], out / f"lever{i}-train.log")
+             f"output_dir={run_dir}", f"max_steps={args.steps}", *PROBE_RECIPE, *overrides], out / f"lever{i}-train.log")
         wall = time.perf_counter() - t
         run([PY, "scripts/diagnose_vla.py", "--checkpoint", str(run_dir / "final"), "--dataset", str(demos),
              "--num_samples", "512", "--output", str(run_dir / "diagnosis")], out / f"lever{i}-diagnose.log")

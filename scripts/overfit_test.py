@@ -108,6 +108,7 @@ def main(argv=None) -> int:
             # memorising is the point: no training-time regularisers (lift_tiny_cpu's dropouts and probe)
             "levers.wrist_dropout=0.0",
             "levers.proprio_dropout=0.0",
+            "model_overrides.state_dim=0",
             "aux_state.keys=[]",
             f"output_dir={out}",
             f"seed={args.seed}",

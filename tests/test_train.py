@@ -85,6 +85,7 @@ def test_cosmos_layout_file_trains_through_nvidia_cosmos(tmp_path):
         _cfg(
             [f],
             out,
+            config="stack_tiny_cpu",  # three cubes: its state head estimates all three poses
             **{"data.key_mapping": "nvidia_cosmos", "max_steps": 10, "val_every": 0, "image_effect_samples": 0},
         ),
         show_progress=False,
@@ -233,7 +234,8 @@ def test_overfit_script_memorises_5_demos(tmp_path):
 def test_cube_position_probe_trains_and_stays_out_of_the_checkpoint(lift_file, tmp_path):
     """The auxiliary state loss (aux_state) is logged and falls; the probe is training-only."""
     out = tmp_path / "aux"
-    train(_cfg([lift_file], out, **{"aux_state.keys": ["cube_positions"], "aux_state.weight": 1.0, "max_steps": 60,
+    train(_cfg([lift_file], out, **{"model_overrides.state_dim": 0, "aux_state.keys": ["cube_positions"],
+                                     "aux_state.weight": 1.0, "max_steps": 60,
                                      "levers.wrist_dropout": 0.5, "optim.warmup_steps": 5}),
           show_progress=False)
     aux = [r["aux_loss"] for r in _metrics(out) if "aux_loss" in r]
