@@ -53,8 +53,10 @@ class StaticPredictor:
         if self.prompt_len < base_len:
             raise ValueError(f"prompt_len: {self.prompt_len} is shorter than the prompt without instruction "
                              f"({base_len} tokens); use at least {base_len}")
+        # memory slots the expert reads (image_and_text_tokens: the prompt length bounds image + instruction tokens;
+        # the slots a shorter instruction leaves are masked off)
         self.width = {"image_tokens": self.image_tokens, "all_tokens": self.prompt_len,
-                      "last_token": 1}[self.cfg.conditioning]  # memory slots the expert reads
+                      "image_and_text_tokens": self.prompt_len, "last_token": 1}[self.cfg.conditioning]
         if model.memory_pos is not None and self.width > self.cfg.max_memory_tokens:
             raise ValueError(f"prompt_len: {self.width} memory tokens exceed max_memory_tokens "
                              f"{self.cfg.max_memory_tokens}; lower prompt_len or raise max_memory_tokens")
