@@ -15,13 +15,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vla.model.action_expert import Attention
+
 
 class StateProbe(nn.Module):
     def __init__(self, d_model: int, state_dim: int, heads: int = 4, proprio_dim: int = 0):
         super().__init__()
         self.query = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
         self.proprio_in = nn.Linear(proprio_dim, d_model) if proprio_dim > 0 else None
-        self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
+        # scaled_dot_product_attention, not nn.MultiheadAttention: the latter's inference fast path changes the
+        # numerics with requires_grad / inference mode, so a served copy of a checkpoint would act differently
+        self.attn = Attention(d_model, heads)
         self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, state_dim))
         self.register_buffer("mean", torch.zeros(state_dim))
         self.register_buffer("std", torch.ones(state_dim))
@@ -43,8 +47,7 @@ class StateProbe(nn.Module):
         q = self.query.expand(memory.shape[0], -1, -1).to(memory.dtype)
         if self.proprio_in is not None:
             q = q + self.proprio_in(proprio.to(memory.dtype))[:, None]
-        pooled, _ = self.attn(q, memory, memory, key_padding_mask=~mask, need_weights=False)
-        return self.out(pooled[:, 0])
+        return self.out(self.attn(q, memory, mask)[:, 0])
 
     def normalize(self, state: torch.Tensor) -> torch.Tensor:
         return (state.float() - self.mean) / self.std
