@@ -76,6 +76,12 @@ LEVERS: dict[str, dict] = {
                                       train=[*STATE_HEAD, "levers.proprio_dropout=0.0"]),
     "dart200_state": dict(label="200 DART demos (2 recording processes), state head, proprio dropout 0.5",
                           demos=["dart100", "dart100b"], train=STATE_HEAD),
+    "dart_state_te": dict(label="state head + temporal ensembling, replan 2", base="dart_state",
+                          eval=["--temporal_ensemble", "--replan_every", "2"]),
+    "dart_state_replan2": dict(label="state head, replan every 2 steps", base="dart_state",
+                               eval=["--replan_every", "2"]),
+    "dart_state_seed1": dict(label="the state-head recipe, training seed 1 (run-to-run spread)", demos=["dart100"],
+                             train=[*STATE_HEAD, "seed=1"]),
     "dart_nowrist_te": dict(label="DART, no wrist dropout + temporal ensembling, replan 2", base="dart_nowrist",
                             eval=["--temporal_ensemble", "--replan_every", "2"]),
 }
