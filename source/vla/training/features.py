@@ -83,36 +83,47 @@ def compute_features(
 ) -> CachedSamples:
     """Run the frozen VLM once over ``dataset[indices]`` (in order) and keep what the head needs."""
     indices = [int(i) for i in indices]
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, indices),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate,
-    )
-    feats, proprio, actions, amask, aux = [], [], [], [], []
-    for b in tqdm(loader, desc=desc, unit="batch", disable=not show, dynamic_ncols=True):
+    feats, targets = [], _Targets()
+    for b in _ordered_batches(dataset, indices, batch_size, num_workers, collate, desc, show, targets):
         instr = [instruction] * len(b["instruction"]) if instruction else b["instruction"]
         f, m = model.compute_vlm_features(b["context_image"], b["wrist_image"], instr)
         f, m = f.detach().cpu(), m.detach().cpu()
         for j in range(f.shape[0]):
             n = int(m[j].sum())  # tokens are left-aligned; keep only the valid ones
             feats.append((f[j, :n].clone(), m[j, :n].clone()))
-        proprio.append(b["proprio"])
-        actions.append(b["actions"])
-        amask.append(b["action_mask"])
-        if "aux_state" in b:
-            aux.append(b["aux_state"])
     features, mask = pad_vlm_features(feats)
-    return CachedSamples(
-        index=torch.as_tensor(indices, dtype=torch.long),
-        features=features,
-        mask=mask,
-        proprio=torch.cat(proprio).float(),
-        actions=torch.cat(actions).float(),
-        action_mask=torch.cat(amask).bool(),
-        aux_state=torch.cat(aux).float() if aux else None,
-    )
+    return CachedSamples(index=torch.as_tensor(indices, dtype=torch.long), features=features,
+                         mask=mask, **targets.tensors())
+
+
+class _Targets:
+    """Collects the per-sample tensors every cache keeps beside its model inputs: proprio, action chunk, its
+    mask and the auxiliary state (if the dataset yields one)."""
+
+    def __init__(self):
+        self.proprio, self.actions, self.action_mask, self.aux = [], [], [], []
+
+    def add(self, batch: dict) -> None:
+        self.proprio.append(batch["proprio"])
+        self.actions.append(batch["actions"])
+        self.action_mask.append(batch["action_mask"])
+        if "aux_state" in batch:
+            self.aux.append(batch["aux_state"])
+
+    def tensors(self) -> dict[str, torch.Tensor | None]:
+        return {"proprio": torch.cat(self.proprio).float(), "actions": torch.cat(self.actions).float(),
+                "action_mask": torch.cat(self.action_mask).bool(),
+                "aux_state": torch.cat(self.aux).float() if self.aux else None}
+
+
+def _ordered_batches(dataset, indices, batch_size, num_workers, collate_fn, desc, show, targets: _Targets):
+    """``dataset[indices]`` in order, in batches, with a progress bar; each batch's targets go to ``targets``."""
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
+        num_workers=num_workers, collate_fn=collate_fn)
+    for b in tqdm(loader, desc=desc, unit="batch", disable=not show, dynamic_ncols=True):
+        targets.add(b)
+        yield b
 
 
 def train_collate(model, instruction: str | None = None):
@@ -195,11 +206,9 @@ def compute_vision_cache(
 ) -> CachedVision:
     """Run the processor and the frozen vision tower once over ``dataset[indices]`` (in order)."""
     indices = [int(i) for i in indices]
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=train_collate(model, instruction))
-    ids, amask, types, grids, embeds, proprio, actions, action_mask, aux = ([] for _ in range(9))
-    for b in tqdm(loader, desc=desc, unit="batch", disable=not show, dynamic_ncols=True):
+    ids, amask, types, grids, embeds, targets = [], [], [], [], [], _Targets()
+    collate_fn = train_collate(model, instruction)
+    for b in _ordered_batches(dataset, indices, batch_size, num_workers, collate_fn, desc, show, targets):
         inputs = b[VLM_INPUTS]
         n = inputs["input_ids"].shape[0]
         e = model.image_embeds(inputs["pixel_values"], inputs["image_grid_thw"]).detach().cpu()
@@ -210,11 +219,6 @@ def compute_vision_cache(
             ids.append(inputs["input_ids"][j][valid[j]])
             types.append(inputs["mm_token_type_ids"][j][valid[j]])
             amask.append(torch.ones(int(valid[j].sum()), dtype=inputs["attention_mask"].dtype))
-        proprio.append(b["proprio"])
-        actions.append(b["actions"])
-        action_mask.append(b["action_mask"])
-        if "aux_state" in b:
-            aux.append(b["aux_state"])
     width = max(int(i.shape[0]) for i in ids)
     pad_id = model.processor.tokenizer.pad_token_id or 0
     return CachedVision(
@@ -224,10 +228,7 @@ def compute_vision_cache(
         mm_token_type_ids=_left_pad(types, width, 0),
         image_grid_thw=torch.cat(grids),
         image_embeds=torch.cat(embeds),
-        proprio=torch.cat(proprio).float(),
-        actions=torch.cat(actions).float(),
-        action_mask=torch.cat(action_mask).bool(),
-        aux_state=torch.cat(aux).float() if aux else None,
+        **targets.tensors(),
     )
 
 

@@ -7,9 +7,13 @@ y in [-0.5, 0.5], cubes are spawned in front of the robot around x = 0.5.
 
 from __future__ import annotations
 
+from dataclasses import MISSING
+
 import isaaclab.sim as sim_utils
-from isaaclab.assets import AssetBaseCfg, RigidObjectCfg
-from isaaclab.sensors import CameraCfg
+from isaaclab.assets import ArticulationCfg, AssetBaseCfg, RigidObjectCfg
+from isaaclab.scene import InteractiveSceneCfg
+from isaaclab.sensors import CameraCfg, FrameTransformerCfg
+from isaaclab.utils import configclass
 
 CUBE_SIZE = 0.05  # edge [m]
 CUBE_MASS = 0.1  # [kg]
@@ -142,3 +146,24 @@ def wrist_camera_cfg(hand_prim_path: str, image_size: tuple[int, int] = DEFAULT_
         update_latest_camera_pose=True,  # a body-mounted camera's image freezes without it
         renderer_cfg=CameraRendererCfg(),  # Newton Warp; Isaac RTX with physics=physx / renderer=isaacsim_rtx
     )
+
+
+@configclass
+class TableSceneCfg(InteractiveSceneCfg):
+    """Robot, table, ground, light and the two cameras; a task adds its cubes."""
+
+    robot: ArticulationCfg = MISSING  # robot-specific (``config/<robot>/``), as the end-effector frame
+    ee_frame: FrameTransformerCfg = MISSING
+    table: AssetBaseCfg = table_cfg()
+    ground: AssetBaseCfg = ground_cfg()
+    light: AssetBaseCfg = light_cfg()
+    table_cam: CameraCfg | None = table_camera_cfg()
+    wrist_cam: CameraCfg | None = None  # robot-specific (mounted on the hand)
+
+
+@configclass
+class ArmGripperActionsCfg:
+    """An arm action and a gripper action, both filled in by the robot config."""
+
+    arm_action: object = MISSING
+    gripper_action: object = MISSING

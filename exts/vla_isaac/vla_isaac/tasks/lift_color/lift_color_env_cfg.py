@@ -22,7 +22,9 @@ from isaaclab.managers import TerminationTermCfg as DoneTerm
 from isaaclab.utils import configclass
 
 from ... import mdp
+from ..common import events as common_events
 from ..common import scene as common
+from ..common import terminations as common_terminations
 from ..lift.lift_env_cfg import GRASP_DISTANCE, LIFT_HEIGHT, LIFT_HOLD_STEPS, LiftCubeEnvCfg, LiftSceneCfg
 from ..lift.lift_env_cfg import ObservationsCfg as LiftObservationsCfg
 from . import mdp as color_mdp
@@ -63,20 +65,8 @@ class ObservationsCfg(LiftObservationsCfg):
 
 
 @configclass
-class EventCfg:
-    reset_all = EventTerm(func=mdp.reset_scene_to_default, mode="reset", params={"reset_joint_targets": True})
-    randomize_robot_joints = EventTerm(
-        func=mdp.randomize_joint_by_gaussian_offset,
-        mode="reset",
-        params={"mean": 0.0, "std": 0.02, "asset_cfg": SceneEntityCfg("robot")},
-    )
-    randomize_cubes = EventTerm(
-        func=mdp.randomize_object_pose,
-        mode="reset",
-        params={"pose_range": CUBE_SPAWN_RANGE, "min_separation": MIN_SEPARATION, "asset_cfgs": CUBES},
-    )
+class EventCfg(common_events.cube_reset_events_cfg(CUBES, CUBE_SPAWN_RANGE, MIN_SEPARATION)):
     sample_target = EventTerm(func=color_mdp.sample_target_cube, mode="reset", params={"fixed_target": None})
-    refresh_kinematics = EventTerm(func=mdp.refresh_kinematics, mode="reset")  # keep last
 
 
 @configclass
@@ -90,15 +80,9 @@ _HELD = {"minimal_height": LIFT_HEIGHT, "hold_steps": LIFT_HOLD_STEPS, "grasp_di
 @configclass
 class TerminationsCfg:
     time_out = DoneTerm(func=mdp.time_out, time_out=True)
-    cube_1_dropping = DoneTerm(
-        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_1")}
-    )
-    cube_2_dropping = DoneTerm(
-        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_2")}
-    )
-    cube_3_dropping = DoneTerm(
-        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_3")}
-    )
+    cube_1_dropping = common_terminations.cube_dropping("cube_1")
+    cube_2_dropping = common_terminations.cube_dropping("cube_2")
+    cube_3_dropping = common_terminations.cube_dropping("cube_3")
     success = DoneTerm(func=color_mdp.CubesLiftedAndHeld, params={"which": "target", **_HELD})
     wrong_cube = DoneTerm(func=color_mdp.CubesLiftedAndHeld, params={"which": "other", **_HELD})
 

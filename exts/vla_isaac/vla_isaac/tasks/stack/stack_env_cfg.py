@@ -11,22 +11,21 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING
 
-from isaaclab.assets import ArticulationCfg, AssetBaseCfg, RigidObjectCfg
+from isaaclab.assets import RigidObjectCfg
 from isaaclab.envs import ManagerBasedRLEnvCfg
-from isaaclab.managers import EventTermCfg as EventTerm
 from isaaclab.managers import ObservationGroupCfg as ObsGroup
 from isaaclab.managers import ObservationTermCfg as ObsTerm
 from isaaclab.managers import SceneEntityCfg
 from isaaclab.managers import TerminationTermCfg as DoneTerm
-from isaaclab.scene import InteractiveSceneCfg
-from isaaclab.sensors import CameraCfg, FrameTransformerCfg
 from isaaclab.sim import SimulationCfg
 from isaaclab.utils import configclass
 
 from ... import mdp
 from ...physics import PHYSICS_DT, PhysicsCfg, PresetPhysicsMixin
+from ..common import events as common_events
 from ..common import observations as common_obs
 from ..common import scene as common
+from ..common import terminations as common_terminations
 
 CUBES = [SceneEntityCfg("cube_1"), SceneEntityCfg("cube_2"), SceneEntityCfg("cube_3")]
 CUBE_SPAWN_RANGE = {
@@ -39,23 +38,13 @@ CUBE_MIN_SEPARATION = 0.1  # [m] between cube centres at reset
 
 
 @configclass
-class StackSceneCfg(InteractiveSceneCfg):
-    robot: ArticulationCfg = MISSING
-    ee_frame: FrameTransformerCfg = MISSING
-    table: AssetBaseCfg = common.table_cfg()
-    ground: AssetBaseCfg = common.ground_cfg()
-    light: AssetBaseCfg = common.light_cfg()
+class StackSceneCfg(common.TableSceneCfg):
     cube_1: RigidObjectCfg = common.cube_cfg("Cube_1", common.BLUE, (0.4, 0.0))
     cube_2: RigidObjectCfg = common.cube_cfg("Cube_2", common.RED, (0.55, 0.05))
     cube_3: RigidObjectCfg = common.cube_cfg("Cube_3", common.GREEN, (0.6, -0.1))
-    table_cam: CameraCfg | None = common.table_camera_cfg()
-    wrist_cam: CameraCfg | None = None  # robot-specific (mounted on the hand)
 
 
-@configclass
-class ActionsCfg:
-    arm_action: object = MISSING
-    gripper_action: object = MISSING
+ActionsCfg = common.ArmGripperActionsCfg
 
 
 @configclass
@@ -100,34 +89,15 @@ class ObservationsCfg:
     subtask_terms: SubtaskCfg = SubtaskCfg()
 
 
-@configclass
-class EventCfg:
-    reset_all = EventTerm(func=mdp.reset_scene_to_default, mode="reset", params={"reset_joint_targets": True})
-    randomize_robot_joints = EventTerm(
-        func=mdp.randomize_joint_by_gaussian_offset,  # gripper joints kept at their default
-        mode="reset",
-        params={"mean": 0.0, "std": 0.02, "asset_cfg": SceneEntityCfg("robot")},
-    )
-    randomize_cubes = EventTerm(
-        func=mdp.randomize_object_pose,
-        mode="reset",
-        params={"pose_range": CUBE_SPAWN_RANGE, "min_separation": CUBE_MIN_SEPARATION, "asset_cfgs": CUBES},
-    )
-    refresh_kinematics = EventTerm(func=mdp.refresh_kinematics, mode="reset")  # keep last
+EventCfg = common_events.cube_reset_events_cfg(CUBES, CUBE_SPAWN_RANGE, CUBE_MIN_SEPARATION)
 
 
 @configclass
 class TerminationsCfg:
     time_out = DoneTerm(func=mdp.time_out, time_out=True)
-    cube_1_dropping = DoneTerm(
-        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_1")}
-    )
-    cube_2_dropping = DoneTerm(
-        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_2")}
-    )
-    cube_3_dropping = DoneTerm(
-        func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg("cube_3")}
-    )
+    cube_1_dropping = common_terminations.cube_dropping("cube_1")
+    cube_2_dropping = common_terminations.cube_dropping("cube_2")
+    cube_3_dropping = common_terminations.cube_dropping("cube_3")
     success = DoneTerm(func=mdp.cubes_stacked, params={"height_diff": common.CUBE_SIZE})
 
 
