@@ -161,14 +161,11 @@ class CachedVision:
     aux_state: torch.Tensor | None = None
 
     _TOKENS = ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw", "image_embeds")
-    rows = CachedSamples.rows
+    rows, tensors, __len__ = CachedSamples.rows, CachedSamples.tensors, CachedSamples.__len__
 
     @property
     def features(self) -> torch.Tensor:  # what the trainer reports the per-sample shape of
         return self.image_embeds
-
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
 
     def _keys(self) -> tuple[str, ...]:
         return self._TOKENS + ("proprio", "actions", "action_mask") + (("aux_state",) if self.aux_state is not None
@@ -187,9 +184,6 @@ class CachedVision:
         out = {k: getattr(self, k)[rows].to(device, non_blocking=nb) for k in self._keys()[len(self._TOKENS):]}
         out[VLM_INPUTS] = {k: v.to(device, non_blocking=nb) for k, v in inputs.items()}
         return out
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k).contiguous() for k in ("index", *self._keys())}
 
 
 @torch.no_grad()
