@@ -5,8 +5,8 @@ pose from its images, `state_dim` > 0), then `num_queries` action tokens (learne
 action), all shifted by the flow-time embedding. Each block: self-attention among the tokens, cross-attention to
 the (layer-normed) VLM memory, MLP. Pre-norm keeps the cross-attention's contribution on the same
 scale as the residual stream, so the image/text conditioning is not swamped by the action/time
-inputs (the seed's post-norm head with a 3584-d last token kept its cross-attention output ~100x
-smaller than the residual stream and ignored the images).
+inputs (a post-norm head reading one 3584-d last token keeps its cross-attention output ~100x smaller
+than the residual stream and ignores the images).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Rectified flow (OT-CFM with sigma 0): straight paths from noise (t=0) to actions (t=1).
 
 x_t = (1 - t) * noise + t * actions, target velocity = actions - noise; sampling integrates
-dx/dt = v(x, t) with Euler steps from t=0 to t=1 (10 steps by default; the seed used 100).
+dx/dt = v(x, t) with Euler steps from t=0 to t=1 (10 steps by default).
 """
 
 from __future__ import annotations

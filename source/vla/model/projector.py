@@ -1,6 +1,6 @@
 """VLM hidden states -> expert width.
 
-"mlp" is the seed's 2-layer MLP. "ln_linear" normalises first: a frozen (especially a random tiny)
+"mlp" is a 2-layer MLP. "ln_linear" normalises first: a frozen (especially a random tiny)
 backbone's hidden states are dominated by a few large, nearly constant channels, and a LayerNorm
 before a linear map lets the per-token differences through; measured on the tiny backbone it learns
 far faster than the MLP (see docs/model.md).
