@@ -117,6 +117,40 @@ def test_dataset_yields_each_demos_instruction(tmp_path):
         assert {ds[int(j)]["instruction"] for j in ds.indices_of_demo(i)} == {text}
 
 
+def test_trainer_instruction_check_swaps_in_the_datasets_other_instructions(tmp_path, monkeypatch):
+    """The in-training conditioning report asks what diagnose_vla.py asks: each sample gets another of the
+    dataset's instructions (not an instruction of no task), so its instruction_effect_ratio compares."""
+    import json
+
+    import h5py
+    import vla.training.evaluation as evaluation
+    from vla.data.synthetic import write_synthetic_demos
+    from vla.training import load_train_config, train
+
+    path = write_synthetic_demos(tmp_path / "color.hdf5", num_demos=6, steps=12, seed=0)
+    with h5py.File(path, "a") as f:
+        for i in range(6):
+            f[f"data/demo_{i}"].attrs["instruction"] = COLOR_INSTRUCTIONS[i % 3]
+    seen = []
+    real = evaluation.conditioning_report
+
+    def spy(model, batch, **kw):
+        seen.append((list(batch["instruction"]), kw["alt_instruction"]))
+        return real(model, batch, **kw)
+
+    monkeypatch.setattr(evaluation, "conditioning_report", spy)
+    over = {"max_steps": 2, "log_every": 1, "val_every": 2, "save_every": 0, "image_effect_samples": 4,
+            "data.val_fraction": 0.5}
+    items = [f"data.files={json.dumps([str(path)])}", f"output_dir={tmp_path / 'run'}"]
+    items += [f"{k}={json.dumps(v)}" for k, v in over.items()]
+    summary = train(load_train_config("lift_color_tiny_cpu", items), show_progress=False)
+    assert seen, "no conditioning report ran"
+    own, alt = seen[-1]
+    assert isinstance(alt, list) and len(alt) == len(own)
+    assert all(a != o and a in COLOR_INSTRUCTIONS for a, o in zip(alt, own))
+    assert summary["instruction_effect_ratio"] > 0.0
+
+
 # ---------------------------------------------------------------------------------------------- env side, no sim
 def test_task_instructions_and_checkpoint_task_warning():
     from vla_isaac.envs import env_cfg_class, registered_tasks

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ..data.dataset import collate
-from ..eval.conditioning import ALT_INSTRUCTION, conditioning_report, dataset_mean_images, ignoring_images_warning
+from ..eval.conditioning import (ALT_INSTRUCTION, alternative_instructions, conditioning_report, dataset_mean_images,
+                                 ignoring_images_warning)
 from .metrics import Metrics
 
 
@@ -91,11 +92,18 @@ class EvaluationMixin:
         batch = collate([ds[i] for i in idx])
         if self.cfg.data.instruction:
             batch["instruction"] = [self.cfg.data.instruction] * len(idx)
+        # the instruction check swaps in another of the dataset's instructions (as diagnose_vla.py does); data of
+        # one instruction (or a fixed data.instruction) gets ALT_INSTRUCTION, an instruction of no task here
+        pool = sorted({d.instruction for d in (*self.train_ds.demos, *self.val_ds.demos)})
+        if self.cfg.data.instruction or len(pool) < 2:
+            alt = ALT_INSTRUCTION
+        else:
+            alt = alternative_instructions(batch["instruction"], pool, seed=self.cfg.seed)
         model = self.acc.unwrap_model(self.model)
         was = model.training
         with torch.random.fork_rng(devices=[]), self._full_params(), self._ema_applied(), self.acc.autocast():
             report = conditioning_report(model, batch, blank_images=self._blank_images, seed=self.cfg.seed,
-                                         alt_instruction=ALT_INSTRUCTION)
+                                         alt_instruction=alt)
         model.train(was)
         return report
 
