@@ -82,6 +82,8 @@ LEVERS: dict[str, dict] = {
                                eval=["--replan_every", "2"]),
     "dart_state_seed1": dict(label="the state-head recipe, training seed 1 (run-to-run spread)", demos=["dart100"],
                              train=[*STATE_HEAD, "seed=1"]),
+    "dart_state_168": dict(label="state head, 168 px model input (36 tokens per view instead of 16)", demos=["dart100"],
+                           train=[*STATE_HEAD, "model_overrides.image_size=[168,168]"]),
     "dart_nowrist_te": dict(label="DART, no wrist dropout + temporal ensembling, replan 2", base="dart_nowrist",
                             eval=["--temporal_ensemble", "--replan_every", "2"]),
 }
