@@ -275,6 +275,44 @@ def analyse(name: str, episodes: int, out: Path) -> dict:
     return {"episodes": rows}
 
 
+def state_error(name: str, samples: int = 320) -> dict:
+    """The state head's cube-position error [cm] on a row's own demos, held-out (val) and training split
+    (``samples`` evenly spaced samples each): whether the estimator generalises beyond its 90 training cube placements."""
+    import numpy as np
+    import torch
+
+    from vla.checkpoint import load_vla
+    from vla.data.dataset import DemoDataset, collate
+
+    torch.set_num_threads(1)
+    lever = LEVERS[name]
+    base = lever.get("base", name)
+    model = load_vla(OUT / base / "train" / "final").eval()
+    if model.state_head is None:
+        raise SystemExit(f"{name}: the checkpoint has no state head")
+    files = [str(demos_path(d)) for d in LEVERS[base]["demos"]]
+    res = {"name": name}
+    for split in ("val", "train"):
+        ds = DemoDataset(files, "isaaclab_lift", split=split, chunk=16, image_size=tuple(model.cfg.image_size),
+                         aux_keys=("cube_positions",))
+        idx = np.linspace(0, len(ds) - 1, min(len(ds), samples)).astype(int)
+        errs = []
+        for s in range(0, len(idx), 32):
+            b = collate([ds[int(i)] for i in idx[s:s + 32]])
+            with torch.no_grad():
+                memory, mask = model.encode(torch.as_tensor(b["context_image"]), torch.as_tensor(b["wrist_image"]),
+                                            b["instruction"])
+                est = model.estimate_state(memory, mask, torch.as_tensor(b["proprio"]).float())
+            errs.append((est[:, :3] - torch.as_tensor(b["aux_state"]).float()).norm(dim=1))
+        e = torch.cat(errs) * 100
+        res[split] = {"samples": len(idx), "median_cm": float(e.median()), "mean_cm": float(e.mean()),
+                      "p90_cm": float(e.quantile(0.9))}
+        print(f"{name} {split}: n {len(idx)}, cube position error median {res[split]['median_cm']:.2f} cm, "
+              f"mean {res[split]['mean_cm']:.2f}, p90 {res[split]['p90_cm']:.2f}", flush=True)
+    (OUT / name / "state_error.json").write_text(json.dumps(res, indent=2))
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -288,7 +326,13 @@ def main(argv=None) -> int:
     a = sub.add_parser("analyse", help="first gripper close: hand-cube offset, and gripper flips, per episode")
     a.add_argument("name", choices=sorted(LEVERS))
     a.add_argument("--episodes", type=int, default=10)
+    se = sub.add_parser("state_error", help="the state head's held-out cube-position error [cm]")
+    se.add_argument("names", nargs="+", choices=sorted(LEVERS))
     args = ap.parse_args(argv)
+    if args.cmd == "state_error":
+        for n in args.names:
+            state_error(n)
+        return 0
     if args.cmd == "analyse":
         analyse(args.name, args.episodes, OUT / args.name / f"analysis{args.episodes}.json")
         return 0
