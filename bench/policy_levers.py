@@ -80,6 +80,8 @@ LEVERS: dict[str, dict] = {
                           eval=["--temporal_ensemble", "--replan_every", "2"]),
     "dart_state_replan2": dict(label="state head, replan every 2 steps", base="dart_state",
                                eval=["--replan_every", "2"]),
+    "dart_state_noise0": dict(label="state head, flow sampling from zero noise (--noise_scale 0)", base="dart_state",
+                              eval=["--noise_scale", "0"]),
     "dart_state_seed1": dict(label="the state-head recipe, training seed 1 (run-to-run spread)", demos=["dart100"],
                              train=[*STATE_HEAD, "seed=1"]),
     "dart_state_168": dict(label="state head, 168 px model input (36 tokens per view instead of 16)", demos=["dart100"],

@@ -130,6 +130,27 @@ def test_gripper_hysteresis_must_be_non_negative():
         make(gripper_hysteresis=-0.1)
 
 
+class NoiseStub(StubModel):
+    """Returns the starting noise it was given, so the test sees what the sampler starts from."""
+
+    def predict_action(self, ctx, wrist, instr, proprio, noise=None, **kw):
+        self.calls.append((ctx.shape[0], list(instr)))
+        return noise.clone()
+
+
+def test_noise_scale_scales_the_samplers_starting_noise():
+    full = VLAPolicy(NoiseStub(), None, key_mapping=MAPPING, num_envs=2, replan_every=1, seed=3, action_clip=100.0)
+    half = VLAPolicy(NoiseStub(), None, key_mapping=MAPPING, num_envs=2, replan_every=1, seed=3, action_clip=100.0,
+                     noise_scale=0.5)
+    zero = VLAPolicy(NoiseStub(), None, key_mapping=MAPPING, num_envs=2, replan_every=1, seed=4, noise_scale=0.0)
+    a = full(obs())
+    assert a.abs().max() > 0.1
+    torch.testing.assert_close(half(obs()), 0.5 * a)
+    assert zero(obs()).abs().max() == 0  # one deterministic chunk, whatever the seed
+    with pytest.raises(ValueError, match="noise_scale"):
+        make(noise_scale=-1.0)
+
+
 def test_missing_observation_key_is_named():
     from vla_isaac.policy import ObservationKeyError
 

@@ -142,6 +142,8 @@ class VLAPolicy:
             model and one flow-expert step as CUDA graphs on CUDA (``vla.model.static``; on the CPU the
             static path without graphs, equal to eager).
         seed: seeds the flow-matching noise so evaluation runs are reproducible.
+        noise_scale: the flow sampler starts from ``noise_scale`` x standard Gaussian noise (1, the training
+            distribution, by default); 0 samples one deterministic chunk per observation, closer to the mode.
     """
 
     def __init__(
@@ -162,6 +164,7 @@ class VLAPolicy:
         seed: int = 0,
         num_envs: int | None = None,
         compile: str = "none",
+        noise_scale: float = 1.0,
     ):
         if isinstance(checkpoint, ChunkSource):  # e.g. a policy server (vla_isaac.remote_policy.RemotePolicy)
             self.source = checkpoint
@@ -215,6 +218,9 @@ class VLAPolicy:
         if gripper_hysteresis < 0:
             raise ValueError(f"gripper_hysteresis must be >= 0, got {gripper_hysteresis}")
         self.gripper_hysteresis = float(gripper_hysteresis)
+        if not noise_scale >= 0:
+            raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+        self.noise_scale = float(noise_scale)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.num_model_calls = 0
 
@@ -305,7 +311,7 @@ class VLAPolicy:
         """
         self.num_model_calls += 1
         noise = torch.randn((inputs["proprio"].shape[0], self.chunk, self.action_dim), generator=self.generator)
-        return self.source(inputs, noise)
+        return self.source(inputs, noise * self.noise_scale if self.noise_scale != 1.0 else noise)
 
     @torch.no_grad()
     def __call__(self, obs: Mapping) -> torch.Tensor:

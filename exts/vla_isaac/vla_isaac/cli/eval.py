@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temporal_ensemble", action="store_true", help="average overlapping chunks (ACT-style)")
     p.add_argument("--gripper_hysteresis", type=float, default=0.0,
                    help="latch the gripper: flip only when the prediction crosses -h / +h (0: raw value)")
+    p.add_argument("--noise_scale", type=float, default=1.0,
+                   help="scale of the flow sampler's starting noise (1: as trained; 0: one deterministic chunk)")
     p.add_argument("--flow_steps", type=int, default=None, help="Euler steps of the flow sampler (default: checkpoint's)")
     p.add_argument("--compile", default="none", choices=["none", "graphs"],
                    help="graphs: static shapes + CUDA graphs for the LM and the expert step (vla.model.static)")
@@ -153,6 +155,7 @@ def main(argv=None) -> int:
                 replan_every=args.replan_every,
                 temporal_ensemble=args.temporal_ensemble,
                 gripper_hysteresis=args.gripper_hysteresis,
+                noise_scale=args.noise_scale,
                 num_flow_steps=args.flow_steps,
                 dtype=dtype,
                 instruction=args.instruction,
@@ -185,7 +188,7 @@ def main(argv=None) -> int:
             task=args.task, policy=args.policy, checkpoint=args.checkpoint, policy_server=args.policy_server,
             seed=args.seed, num_envs=args.num_envs,
             world_size=world, replan_every=args.replan_every, temporal_ensemble=args.temporal_ensemble,
-            gripper_hysteresis=args.gripper_hysteresis, device=args.device,
+            gripper_hysteresis=args.gripper_hysteresis, noise_scale=args.noise_scale, device=args.device,
             dtype=str(dtype).removeprefix("torch.") if args.policy == "vla" and not args.policy_server else None,
             instruction=args.instruction or "each env's own", task_warning=getattr(ctrl.act, "task_warning", None),
             render_on_demand=res.render_on_demand, complete=res.complete,
