@@ -10,4 +10,5 @@ from ... import mdp
 
 def cube_dropping(name: str) -> DoneTerm:
     """End the episode when cube ``name`` falls off the table (its centre 5 cm below the table top)."""
-    return DoneTerm(func=mdp.root_height_below_minimum, params={"minimum_height": -0.05, "asset_cfg": SceneEntityCfg(name)})
+    params = {"minimum_height": -0.05, "asset_cfg": SceneEntityCfg(name)}
+    return DoneTerm(func=mdp.root_height_below_minimum, params=params)
