@@ -1,8 +1,8 @@
 """Model latency on the CPU with the tiny preset, side by side in one run.
 
-1. The VLM at batch 8: one truly batched forward vs the seed's per-sample loop (processor included,
+1. The VLM at batch 8: one truly batched forward vs a per-sample loop (processor included,
    and the forward alone).
-2. `predict_action` at batch 1 with 10 vs 100 Euler steps (the seed used 100), split into the VLM
+2. `predict_action` at batch 1 with 10 vs 100 Euler steps (legacy checkpoints used 100), split into the VLM
    encode and the expert's sampling loop.
 
 3. The static-shape path (`vla.model.static.StaticPredictor`, no CUDA graphs on the CPU) vs eager
@@ -136,7 +136,7 @@ features) when training the tiny preset.
 | whole call (processor + VLM + sampling) | {r['predict_10']:.1f} | {r['predict_100']:.1f} | {r['predict_100'] / r['predict_10']:.1f}x |
 | sampling only (cached VLM features) | {r['expert_10']:.1f} | {r['expert_100']:.1f} | {r['expert_100'] / r['expert_10']:.1f}x |
 
-VLM encode alone at batch 1: {r['encode_b1']:.1f} ms. Default is 10 steps (the seed used 100).
+VLM encode alone at batch 1: {r['encode_b1']:.1f} ms. Default is 10 steps (legacy checkpoints used 100).
 Static-shape path (`StaticPredictor`, prompt padded to {static.prompt_len} tokens, no CUDA graphs on the CPU),
 batch 1, 10 steps: {r['static_10']:.1f} ms vs eager {r['predict_10']:.1f} ms (on the CPU it only saves the
 per-call rope index and mask work; the launch overhead CUDA graphs remove exists on a GPU only).

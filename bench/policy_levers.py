@@ -86,6 +86,10 @@ LEVERS: dict[str, dict] = {
                              train=[*STATE_HEAD, "seed=1"]),
     "dart_state_168": dict(label="state head, 168 px model input (36 tokens per view instead of 16)", demos=["dart100"],
                            train=[*STATE_HEAD, "model_overrides.image_size=[168,168]"]),
+    "dart_state_deep": dict(label="state head with 3 looks at the memory (model_overrides.state_head_layers=3)",
+                            demos=["dart100"], train=[*STATE_HEAD, "model_overrides.state_head_layers=3"]),
+    "dart_state_w2": dict(label="state head, state loss weight 2.0 (aux_state.weight=2.0)", demos=["dart100"],
+                          train=[*STATE_HEAD, "aux_state.weight=2.0"]),
     "dart_nowrist_te": dict(label="DART, no wrist dropout + temporal ensembling, replan 2", base="dart_nowrist",
                             eval=["--temporal_ensemble", "--replan_every", "2"]),
 }

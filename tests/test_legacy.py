@@ -31,7 +31,7 @@ def test_convert_projector_state_dict_with_numpy_arrays(tmp_path):
     assert main([str(tmp_path / "old.pt"), str(tmp_path / "out"), "--preset", "tiny-lora"]) == 0
     config = read_checkpoint_config(tmp_path / "out")
     assert config["instruction"] == "stack the cubes" and config["extra"]["legacy"]["norm_stats"] == "imported"
-    assert config["model"]["projector"] == "mlp"  # the seed's projector kind, whatever the preset said
+    assert config["model"]["projector"] == "mlp"  # the legacy projector kind, whatever the preset said
     model = load_vla_for_inference(tmp_path / "out")
     for key, value in proj.items():
         layer, name = key.split(".")

@@ -131,3 +131,26 @@ def test_stack_config_state_head_matches_three_cube_poses(tmp_path):
     assert cfg.model_overrides["state_dim"] == 21
     summary = train(cfg, show_progress=False)
     assert summary["steps"] == 4 if "steps" in summary else (tmp_path / "run" / "final" / "manifest.json").is_file()
+
+
+def test_a_deeper_state_head_trains_every_look_and_runs_static():
+    """state_head_layers 3: the state loss reaches both refining blocks, the static predictor reproduces the eager
+    chunk, and a state head with no look at all is a config error that names the key."""
+    from vla.config import ConfigError
+    from vla.model.static import StaticPredictor
+
+    torch.manual_seed(0)
+    deep = VLAModel(load_model_preset("tiny", state_dim=7, state_head_layers=3))
+    deep.attach_state_probe(7, 0.5, torch.zeros(7), torch.ones(7))
+    assert len(deep.state_head.refine) == 2
+    deep.train()
+    deep(_batch(4))["aux_loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in deep.state_head.refine.parameters())
+    deep.eval()
+    b = _batch(2, seed=4)
+    noise = torch.randn(2, 16, 7, generator=torch.Generator().manual_seed(2))
+    args = (b["context_image"], b["wrist_image"], b["instruction"], b["proprio"])
+    torch.testing.assert_close(StaticPredictor(deep, 2)(*args, noise=noise), deep.predict_action(*args, noise=noise),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="state_head_layers"):
+        load_model_preset("tiny", state_dim=7, state_head_layers=0)

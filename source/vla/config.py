@@ -85,6 +85,9 @@ class VLAConfig:
     # from the memory tokens and the proprio and hands to the expert as one token; 0 = no state head.
     # Trained from recorded state (the training config's aux_state.keys); the policy needs images only.
     state_dim: int = 0
+    # Looks the state head takes at the memory: 1 = one attention pooling; each extra layer refines the pooled
+    # query (MLP) and attends again.
+    state_head_layers: int = 1
 
     # Flow matching.
     flow_steps: int = 10
@@ -115,7 +118,7 @@ class VLAConfig:
         if self.d_model % self.expert_heads:
             raise bad("expert_heads", f"d_model {self.d_model} must be divisible by expert_heads {self.expert_heads}")
         for key in ("vlm_hidden", "d_model", "expert_layers", "num_queries", "action_dim", "proprio_dim",
-                    "flow_steps", "max_memory_tokens"):
+                    "flow_steps", "max_memory_tokens", "state_head_layers"):
             if int(getattr(self, key)) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
         if int(self.state_dim) < 0:

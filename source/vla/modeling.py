@@ -50,7 +50,8 @@ def build_head(cfg: VLAConfig) -> nn.ModuleDict:
     if cfg.state_dim:
         from vla.model.state_probe import StateProbe
 
-        head["state_head"] = StateProbe(cfg.d_model, cfg.state_dim, cfg.expert_heads, cfg.proprio_dim)
+        head["state_head"] = StateProbe(cfg.d_model, cfg.state_dim, cfg.expert_heads, cfg.proprio_dim,
+                                         cfg.state_head_layers)
     head["expert"] = ActionExpert(cfg.d_model, cfg.expert_layers, cfg.expert_heads, cfg.num_queries,
                                   cfg.action_dim, cfg.proprio_dim, cfg.expert_ff_mult, cfg.expert_dropout,
                                   cfg.state_dim)

@@ -19,13 +19,16 @@ from vla.model.action_expert import Attention
 
 
 class StateProbe(nn.Module):
-    def __init__(self, d_model: int, state_dim: int, heads: int = 4, proprio_dim: int = 0):
+    def __init__(self, d_model: int, state_dim: int, heads: int = 4, proprio_dim: int = 0, layers: int = 1):
         super().__init__()
         self.query = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
         self.proprio_in = nn.Linear(proprio_dim, d_model) if proprio_dim > 0 else None
         # scaled_dot_product_attention, not nn.MultiheadAttention: the latter's inference fast path changes the
         # numerics with requires_grad / inference mode, so a served copy of a checkpoint would act differently
         self.attn = Attention(d_model, heads)
+        # layers > 1: the pooled query is refined (MLP) and attends again, so a second look can go where the
+        # first one found the object
+        self.refine = nn.ModuleList(_RefineBlock(d_model, heads) for _ in range(layers - 1))
         self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, state_dim))
         self.register_buffer("mean", torch.zeros(state_dim))
         self.register_buffer("std", torch.ones(state_dim))
@@ -47,7 +50,10 @@ class StateProbe(nn.Module):
         q = self.query.expand(memory.shape[0], -1, -1).to(memory.dtype)
         if self.proprio_in is not None:
             q = q + self.proprio_in(proprio.to(memory.dtype))[:, None]
-        return self.out(self.attn(q, memory, mask)[:, 0])
+        q = self.attn(q, memory, mask)
+        for block in self.refine:
+            q = block(q, memory, mask)
+        return self.out(q[:, 0])
 
     def normalize(self, state: torch.Tensor) -> torch.Tensor:
         return (state.float() - self.mean) / self.std
@@ -55,3 +61,18 @@ class StateProbe(nn.Module):
     def loss(self, memory: torch.Tensor, mask: torch.Tensor, state: torch.Tensor,
              proprio: torch.Tensor | None = None) -> torch.Tensor:
         return nn.functional.mse_loss(self(memory, mask, proprio).float(), self.normalize(state))
+
+
+class _RefineBlock(nn.Module):
+    """One more look at the memory: a residual MLP on the pooled query, then residual cross-attention."""
+
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.norm_mlp = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, d_model))
+        self.norm_attn = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, heads)
+
+    def forward(self, q: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q = q + self.mlp(self.norm_mlp(q))
+        return q + self.attn(self.norm_attn(q), memory, mask)
