@@ -84,8 +84,13 @@ class Stages:
         self.times: dict[str, float] = {}
 
     def run(self, name: str, cmd: list[str], show_progress: bool = True) -> None:
-        t0 = time.perf_counter()
         self.bar.set_description(f"make demo [{name}]")
+        self.run_quiet(name, cmd, show_progress)
+        self.bar.update(1)
+
+    def run_quiet(self, name: str, cmd: list[str], show_progress: bool = False) -> None:
+        """One stage's process with its log and time, without touching the stage bar (safe from a worker thread)."""
+        t0 = time.perf_counter()
         log = self.logs / f"{name}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(log, "w") as f:
@@ -97,7 +102,6 @@ class Stages:
         if proc.returncode != 0:
             tail = log.read_text().splitlines()[-15:]
             raise SystemExit(f"error: stage '{name}' failed (exit {proc.returncode}); log: {log}\n" + "\n".join(tail))
-        self.bar.update(1)
 
     def run_parallel(self, name: str, cmds: list[list[str]]) -> None:
         """Several processes of one stage at once (e.g. one recording per core); logs ``name-<i>.log``."""
@@ -156,7 +160,6 @@ def main(argv=None) -> int:
                  "--image_size", size, "--seed", str(args.seed + 1000 * i), "--noise", str(args.noise), "--overwrite"]
                 for i, (n, f) in enumerate(zip(shares, demo_files))]
         st.run_parallel("record", cmds)
-    demos = demo_files[0]
 
     # 3. train the tiny preset (and save its untrained twin, the floor of the comparison)
     # the training configs' contents are part of the key: editing them retrains instead of reusing
@@ -165,27 +168,8 @@ def main(argv=None) -> int:
     run_dir = cache / f"train-{key(rec_key, args.train_steps, args.seed, configs, source_key('source/vla'))}"
     ckpt, untrained = run_dir / "final", cache / f"untrained-{key(run_dir.name, args.seed)}"
     common = ["--config", "lift_tiny_cpu", f"data.files=[{','.join(map(str, demo_files))}]", f"seed={args.seed}"]
-    if (ckpt / "manifest.json").exists() and not args.fresh:
-        st.skip("train", str(ckpt))
-    else:
-        st.run("train", [PY, "scripts/train.py", *common, f"output_dir={run_dir}", f"max_steps={args.train_steps}"])
-    if not (untrained / "final" / "manifest.json").exists() or args.fresh:
-        save_untrained_twin(ckpt, untrained / "final", seed=args.seed)
-        st.skip("untrained", "-> saved a freshly initialised twin (same config and stats)")
-    else:
-        st.skip("untrained", str(untrained / "final"))
 
-    # 4. does the policy use its images? (offline, on the held-out demos; docs/evaluation.md)
-    diagnoses = {}
-    for name, ck in (("VLA tiny (trained)", ckpt), ("VLA tiny (untrained)", untrained / "final")):
-        out = report / "diagnosis" / ("trained" if "(trained)" in name else "untrained")
-        st.run(f"diagnose-{out.name}", [PY, "scripts/diagnose_vla.py", "--checkpoint", str(ck), "--dataset",
-                                        *map(str, demo_files),
-                                        "--num_samples", "0", "--seed", str(args.seed), "--output", str(out)],
-               show_progress=False)
-        diagnoses[name] = json.loads((out / "diagnosis.json").read_text())
-
-    # 5. closed-loop evaluation: expert, trained and untrained policy, two processes at a time (2 cores)
+    # closed-loop evaluation (step 5): the scripted expert, the trained policy and its untrained twin
     replan = ["--replan_every", str(args.replan_every), "--gripper_hysteresis", str(args.gripper_hysteresis)]
     evals = {
         "scripted expert": ["--policy", "expert"],
@@ -194,10 +178,9 @@ def main(argv=None) -> int:
     }
     out_of = {name: report / "eval" / name.split(" (")[-1].rstrip(")").replace(" ", "_") for name in evals}
     out_of["scripted expert"] = report / "eval" / "expert"
-    st.bar.set_description("make demo [evaluate]")
-    t0 = time.perf_counter()
 
     def run_eval(name):
+        t0 = time.perf_counter()
         cmd = [PY, "scripts/eval_vla.py", "--task", TASK, *evals[name], "--num_episodes", str(args.eval_episodes),
                "--seed", str(args.seed + 100), "--image_size", size, size, "--output", str(out_of[name]),
                "--videos", "0", "--no_progress"]
@@ -207,9 +190,11 @@ def main(argv=None) -> int:
             rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
         if rc != 0:
             raise SystemExit(f"error: evaluation of {name} failed (exit {rc}); log: {st.logs}/eval-{out_of[name].name}.log")
+        st.times[f"eval-{out_of[name].name}"] = time.perf_counter() - t0
         return json.loads((out_of[name] / "summary.json").read_text())
 
     def run_video():  # a separate process: only it renders the viewer camera
+        t0 = time.perf_counter()
         cmd = [PY, "scripts/policy_video.py", "--checkpoint", str(ckpt), "--task", TASK, "--output", str(report),
                "--seed", str(args.seed + 100), "--image_size", size, size, "--max_episodes", str(args.video_episodes),
                *replan]
@@ -217,15 +202,47 @@ def main(argv=None) -> int:
             cmd += ["--episode_length_s", str(args.eval_episode_length_s)]
         with open(st.logs / "video.log", "w") as f:
             rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        st.times["video"] = time.perf_counter() - t0
         return json.loads((report / "videos.json").read_text()) if rc == 0 and (report / "videos.json").exists() else {}
 
-    with ThreadPoolExecutor(max_workers=2) as pool:  # the longest evaluations first
-        jobs = {name: pool.submit(run_eval, name) for name in ("VLA tiny (untrained)", "VLA tiny (trained)")}
+    # the untrained twin and the expert need no trained weights: they are evaluated on the core that the
+    # single-threaded trainer leaves idle
+    if not (untrained / "final" / "manifest.json").exists() or args.fresh:
+        save_untrained_twin(common[2:], untrained / "final", seed=args.seed)
+        st.skip("untrained", "-> saved a freshly initialised twin (same config and stats)")
+    else:
+        st.skip("untrained", str(untrained / "final"))
+    beside_training = ThreadPoolExecutor(max_workers=1)
+    jobs = {name: beside_training.submit(run_eval, name) for name in ("VLA tiny (untrained)", "scripted expert")}
+    if (ckpt / "manifest.json").exists() and not args.fresh:
+        st.skip("train", str(ckpt))
+    else:
+        st.run("train", [PY, "scripts/train.py", *common, f"output_dir={run_dir}", f"max_steps={args.train_steps}"])
+
+    # 4-5. does the policy use its images (offline, on the held-out demos; docs/evaluation.md), and does it do
+    # the task (closed loop)? Every remaining process in one queue, two at a time (2 cores), the longest first
+    diagnosis_of = {name: report / "diagnosis" / ("trained" if "(trained)" in name else "untrained")
+                    for name in ("VLA tiny (trained)", "VLA tiny (untrained)")}
+
+    def run_diagnosis(name):
+        out, ck = diagnosis_of[name], ckpt if "(trained)" in name else untrained / "final"
+        st.run_quiet(f"diagnose-{out.name}", [PY, "scripts/diagnose_vla.py", "--checkpoint", str(ck), "--dataset",
+                                              *map(str, demo_files), "--num_samples", "0", "--seed", str(args.seed),
+                                              "--output", str(out)])
+        return json.loads((out / "diagnosis.json").read_text())
+
+    st.bar.set_description("make demo [diagnose + evaluate]")
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:  # beside whatever of the twin's evaluation is left
+        jobs["VLA tiny (trained)"] = pool.submit(run_eval, "VLA tiny (trained)")
+        diagnosis_jobs = {name: pool.submit(run_diagnosis, name) for name in diagnosis_of}
         video = pool.submit(run_video) if args.video_episodes > 0 else None
-        jobs["scripted expert"] = pool.submit(run_eval, "scripted expert")
+        diagnoses = {name: job.result() for name, job in diagnosis_jobs.items()}
+        st.bar.update(2)
         summaries = {name: jobs[name].result() for name in evals}
         videos = video.result() if video else {}
-    st.times["evaluate"] = time.perf_counter() - t0
+    beside_training.shutdown()
+    st.times["diagnose + evaluate"] = time.perf_counter() - t0
     st.bar.update(1)
 
     # 6. report
@@ -265,20 +282,30 @@ def main(argv=None) -> int:
     return 0
 
 
-def save_untrained_twin(trained: Path, out: Path, seed: int) -> None:
-    """Same config, key mapping, instruction and normalisation stats as ``trained``, random head weights."""
+def save_untrained_twin(overrides: list[str], out: Path, seed: int) -> None:
+    """The trained policy's floor, built before training so that it can be evaluated beside it: the training
+    config's model, key mapping, instruction and normalisation stats (the trainer's ``compute_norm_stats`` over
+    the same files), freshly initialised head weights."""
+    import h5py
     import torch
 
-    from vla.checkpoint import load_vla_for_inference, read_checkpoint_config, save_checkpoint
+    from vla.checkpoint import save_checkpoint
+    from vla.data.hdf5 import DATA_GROUP, read_instruction
+    from vla.data.stats import compute_norm_stats
     from vla.modeling import VLAModel
+    from vla.training import load_train_config, plan_run
 
-    meta = read_checkpoint_config(trained)
-    stats = load_vla_for_inference(trained).get_norm_stats()
+    cfg = load_train_config("lift_tiny_cpu", overrides)
+    plan = plan_run(cfg)
+    mapping = plan.mapping
+    with h5py.File(cfg.data.files[0], "r") as f:
+        instruction = cfg.data.instruction or read_instruction(f, sorted(f[DATA_GROUP])[0], mapping.instruction_attr,
+                                                               mapping.instruction)
     torch.manual_seed(seed)
-    model = VLAModel(load_vla_for_inference(trained).cfg)
-    model.set_norm_stats(stats)
-    save_checkpoint(model, out, key_mapping=meta.get("key_mapping"), instruction=meta.get("instruction", ""),
-                    extra={"untrained_twin_of": str(trained)})
+    model = VLAModel(plan.model_cfg)
+    model.set_norm_stats(compute_norm_stats(cfg.data.files, mapping))
+    save_checkpoint(model, out, key_mapping=mapping.to_dict(), instruction=instruction,
+                    extra={"untrained_twin_of": "lift_tiny_cpu " + " ".join(overrides)})
 
 
 def _loss_curve(metrics: Path, out: Path) -> None:

@@ -60,6 +60,14 @@ def test_demo_pipeline_end_to_end(repo_root, tmp_path):
     assert summary["training"]["train_demos"] + summary["training"]["val_demos"] == 3
     assert list((out / "snapshots").glob("*.png"))
     assert "report:" in r.stdout and "| scripted expert |" in r.stdout
+    # the untrained twin, built before training to be evaluated beside it, is the trained policy's floor: the
+    # same model config, key mapping, instruction and normalisation stats
+    from vla.checkpoint import NORM_FILE, read_checkpoint_config
+
+    trained, twin = Path(summary["checkpoint"]), next(cache.glob("untrained-*/final"))
+    assert (twin / NORM_FILE).read_bytes() == (trained / NORM_FILE).read_bytes()
+    twin_cfg, trained_cfg = read_checkpoint_config(twin), read_checkpoint_config(trained)
+    assert all(twin_cfg[k] == trained_cfg[k] for k in ("model", "key_mapping", "instruction"))
 
     out2 = tmp_path / "report2"
     rerun = [a for a in cmd[:-4]]  # the cache key holds record and train settings only: a lighter evaluation
