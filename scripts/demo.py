@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -179,6 +180,16 @@ def main(argv=None) -> int:
     out_of = {name: report / "eval" / name.split(" (")[-1].rstrip(")").replace(" ", "_") for name in evals}
     out_of["scripted expert"] = report / "eval" / "expert"
 
+    children: set[subprocess.Popen] = set()  # evaluations running in worker threads, stopped if a stage fails
+
+    def run_child(cmd, log) -> int:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        children.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            children.discard(proc)
+
     def run_eval(name):
         t0 = time.perf_counter()
         cmd = [PY, "scripts/eval_vla.py", "--task", TASK, *evals[name], "--num_episodes", str(args.eval_episodes),
@@ -187,7 +198,7 @@ def main(argv=None) -> int:
         if args.eval_episode_length_s:
             cmd += ["--episode_length_s", str(args.eval_episode_length_s)]
         with open(st.logs / f"eval-{out_of[name].name}.log", "w") as f:
-            rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+            rc = run_child(cmd, f)
         if rc != 0:
             raise SystemExit(f"error: evaluation of {name} failed (exit {rc}); log: {st.logs}/eval-{out_of[name].name}.log")
         st.times[f"eval-{out_of[name].name}"] = time.perf_counter() - t0
@@ -201,7 +212,7 @@ def main(argv=None) -> int:
         if args.eval_episode_length_s:
             cmd += ["--episode_length_s", str(args.eval_episode_length_s)]
         with open(st.logs / "video.log", "w") as f:
-            rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+            rc = run_child(cmd, f)
         st.times["video"] = time.perf_counter() - t0
         return json.loads((report / "videos.json").read_text()) if rc == 0 and (report / "videos.json").exists() else {}
 
@@ -214,10 +225,18 @@ def main(argv=None) -> int:
         st.skip("untrained", str(untrained / "final"))
     beside_training = ThreadPoolExecutor(max_workers=1)
     jobs = {name: beside_training.submit(run_eval, name) for name in ("VLA tiny (untrained)", "scripted expert")}
-    if (ckpt / "manifest.json").exists() and not args.fresh:
-        st.skip("train", str(ckpt))
-    else:
-        st.run("train", [PY, "scripts/train.py", *common, f"output_dir={run_dir}", f"max_steps={args.train_steps}"])
+    try:
+        if (ckpt / "manifest.json").exists() and not args.fresh:
+            st.skip("train", str(ckpt))
+        else:
+            if run_dir.exists():  # --fresh, or a run that stopped before its final checkpoint: start it over
+                shutil.rmtree(run_dir)
+            st.run("train", [PY, "scripts/train.py", *common, f"output_dir={run_dir}", f"max_steps={args.train_steps}"])
+    except BaseException:  # a failed stage ends the demo now, not after the evaluations beside it
+        beside_training.shutdown(wait=False, cancel_futures=True)
+        for proc in list(children):
+            proc.terminate()
+        raise
 
     # 4-5. does the policy use its images (offline, on the held-out demos; docs/evaluation.md), and does it do
     # the task (closed loop)? Every remaining process in one queue, two at a time (2 cores), the longest first
