@@ -30,11 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 OUT = ROOT / "outputs" / "levers"
 
-# demo sets: name -> (num_demos, expert noise std [m, rad per step], seed)
+# demo sets: name -> (num_demos, expert noise std [m, rad per step], seed[, share of staged grasp misses])
 DEMOS = {
     "clean100": (100, 0.0, 0),
     "dart100": (100, 0.03, 0),
     "dart100b": (100, 0.03, 1000),  # a second recording process: 200 DART demos in the wall time of 100
+    "dartmiss100": (100, 0.03, 0, 0.3),  # 30% of the demos miss their first grasp on purpose and recover
 }
 # Rows before the state head (the config's default since it lifted DART success 17/50 -> 25/50) turn it off and
 # keep the training-only context-view probe they were measured with.
@@ -74,6 +75,10 @@ LEVERS: dict[str, dict] = {
                        "expert), no wrist dropout", demos=["dart100"], train=STATE_HEAD),
     "dart_state_noproprio_drop": dict(label="DART demos, state head, no proprio dropout", demos=["dart100"],
                                       train=[*STATE_HEAD, "levers.proprio_dropout=0.0"]),
+    "clean_state_noproprio_drop": dict(label="clean demos, state head, no proprio dropout", demos=["clean100"],
+                                       train=[*STATE_HEAD, "levers.proprio_dropout=0.0"]),
+    "dartmiss_state": dict(label="DART demos, 30% with a staged grasp miss and its recovery (miss steps masked "
+                           "out of the loss), state head", demos=["dartmiss100"], train=STATE_HEAD),
     "dart200_state": dict(label="200 DART demos (2 recording processes), state head, proprio dropout 0.5",
                           demos=["dart100", "dart100b"], train=STATE_HEAD),
     "dart_state_te": dict(label="state head + temporal ensembling, replan 2", base="dart_state",
@@ -114,10 +119,11 @@ def record(name: str) -> Path:
     path = demos_path(name)
     if path.exists():
         return path
-    n, noise, seed = DEMOS[name]
+    n, noise, seed, *miss = DEMOS[name]
     OUT.mkdir(parents=True, exist_ok=True)
     run([PY, "scripts/record_demos.py", "--task", "Lift-Cube", "--num_demos", str(n), "--image_size", "64", "64",
-         "--seed", str(seed), "--noise", str(noise), "--output", str(path), "--overwrite"], OUT / f"record_{name}.log")
+         "--seed", str(seed), "--noise", str(noise), *(["--miss_prob", str(miss[0])] if miss else []),
+         "--output", str(path), "--overwrite"], OUT / f"record_{name}.log")
     return path
 
 

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.03,
                    help="DART recovery data: std of the noise on the expert's executed arm command [m, rad per "
                         "step], the clean command recorded as the label (0: noise-free demos; docs/benchmarks.md)")
+    p.add_argument("--miss_prob", type=float, default=0.0,
+                   help="recovery data: share of demos whose first grasp misses on purpose (3-5 cm beside the cube) "
+                        "and is grasped again; the miss's own steps are left out of the loss (docs/demo.md)")
     p.add_argument("--record_procs", type=int, default=2,
                    help="recording processes (one per core), each with its own seed; the files are trained on together")
     p.add_argument("--image_size", type=int, default=64, help="camera resolution (square) for recording and evaluation")
@@ -151,14 +154,16 @@ def main(argv=None) -> int:
     sim_code = source_key("exts/vla_isaac/vla_isaac")  # scene, cameras, expert, recorder
     procs = max(1, min(args.record_procs, args.num_demos))
     shares = [args.num_demos // procs + (i < args.num_demos % procs) for i in range(procs)]
-    rec_key = key(args.num_demos, args.image_size, args.seed, args.noise, procs, sim_code)
+    rec_key = key(args.num_demos, args.image_size, args.seed, args.noise, procs, sim_code,
+                  *([args.miss_prob] if args.miss_prob else []))
     demo_files = [cache / f"lift_demos-{rec_key}-{i}.hdf5" for i in range(procs)]
     if all(f.exists() for f in demo_files) and not args.fresh:
         st.skip("record", ", ".join(map(str, demo_files)))
     else:
         cache.mkdir(parents=True, exist_ok=True)
         cmds = [[PY, "scripts/record_demos.py", "--task", TASK, "--num_demos", str(n), "--output", str(f),
-                 "--image_size", size, "--seed", str(args.seed + 1000 * i), "--noise", str(args.noise), "--overwrite"]
+                 "--image_size", size, "--seed", str(args.seed + 1000 * i), "--noise", str(args.noise),
+                 "--miss_prob", str(args.miss_prob), "--overwrite"]
                 for i, (n, f) in enumerate(zip(shares, demo_files))]
         st.run_parallel("record", cmds)
 

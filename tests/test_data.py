@@ -121,6 +121,28 @@ def test_chunk_is_padded_and_masked_at_episode_end(lift_file):
     assert ds[int(idx[0])]["context_image"].shape == (64, 64, 3)  # image_size=None keeps the recorded size
 
 
+def test_label_valid_masks_a_staged_miss_out_of_the_chunks(tmp_path):
+    """Steps a demo's `label_valid` marks 0 (a staged grasp miss) are masked in every chunk that covers them;
+    a `label_valid` of the wrong length is one clear error naming the demo and the fix."""
+    path = isaaclab_file(tmp_path / "miss.hdf5", num_demos=2, steps=20)
+    with h5py.File(path, "a") as f:
+        g = f["data/demo_0"]
+        valid = np.ones(g["actions"].shape[0], dtype=np.uint8)
+        valid[5:9] = 0
+        g.create_dataset("label_valid", data=valid)
+    ds = DemoDataset(path, "isaaclab_lift", split="all", image_size=None)
+    idx = ds.indices_of_demo(0)
+    assert ds[int(idx[0])]["action_mask"].tolist() == [True] * 5 + [False] * 4 + [True] * 7
+    assert ds[int(idx[6])]["action_mask"].tolist()[:4] == [False, False, False, True]
+    assert ds[int(ds.indices_of_demo(1)[0])]["action_mask"].all()  # a demo without label_valid: all valid
+    ds.close()
+    with h5py.File(path, "a") as f:
+        del f["data/demo_0/label_valid"]
+        f["data/demo_0"].create_dataset("label_valid", data=np.ones(3, dtype=np.uint8))
+    with pytest.raises(Exception, match=r"demo_0/label_valid has 3 steps.*delete its label_valid"):
+        DemoDataset(path, "isaaclab_lift", split="all")
+
+
 def test_split_is_by_demo_without_overlap(lift_file, tmp_path):
     other = isaaclab_file(tmp_path / "b.hdf5", num_demos=4, steps=10, seed=3)
     kw = dict(key_mapping="isaaclab_lift", val_fraction=0.3, seed=5)

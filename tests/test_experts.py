@@ -46,3 +46,39 @@ def test_expert_actions_match_the_action_space(env):
     assert expert.phase_names[0] != "approach" or expert.steps_in_phase[0] > 0
     expert.reset()
     assert expert.phase_names == ["approach"] and int(expert.subtask[0]) == 0
+
+
+def test_staged_miss_is_recovered_and_marked(env):
+    """miss_prob=1: the first grasp misses (the hand closes beside the cube), the expert goes back and lifts the
+    cube anyway, and exactly the miss's steps are marked invalid (a contiguous run that starts with the
+    descent and ends before the gripper opens again)."""
+    from vla_isaac.experts import ExpertError, ScriptedExpert
+
+    if "stack" in type(env.cfg).__name__.lower():
+        with pytest.raises(ExpertError, match="Lift-Cube only"):
+            ScriptedExpert(env, miss_prob=0.5)
+        return
+    with pytest.raises(ValueError, match="miss_prob"):
+        ScriptedExpert(env, miss_prob=1.5)
+    expert = ScriptedExpert(env, generator=torch.Generator().manual_seed(0), miss_prob=1.0)
+    obs, _ = env.reset(seed=5)
+    for episode in range(2):
+        valid, gripper, success = [], [], False
+        for _ in range(int(env.max_episode_length)):
+            actions = expert(obs)
+            valid.append(bool(expert.label_valid[0]))
+            gripper.append(float(actions[0, 6]))
+            obs, _, terminated, truncated, _ = env.step(actions)
+            if bool(terminated[0] | truncated[0]):
+                success = bool(env.termination_manager.get_term("success")[0])
+                break
+        assert success, f"episode {episode}: the expert did not recover from its staged miss"
+        g = torch.tensor(gripper)
+        closes = int(((g[1:] < 0) & (g[:-1] > 0)).sum())
+        assert closes == 2, f"episode {episode}: expected a missed grasp and a second one, gripper closed {closes}x"
+        v = torch.tensor(valid)
+        invalid = (~v).nonzero().flatten()
+        assert len(invalid) > 0 and int(invalid[-1] - invalid[0]) + 1 == len(invalid)  # one contiguous run
+        first_close = int(((g[1:] < 0) & (g[:-1] > 0)).nonzero()[0]) + 1
+        assert invalid[0] < first_close <= invalid[-1]  # the missed close is inside the run ...
+        assert bool(v[-1]) and g[int(invalid[-1]) + 1] > 0  # ... and the recovery (gripper open) is learned

@@ -309,9 +309,10 @@ def test_replay_of_recorded_lift_demos_succeeds(lift_demos):
 @pytest.mark.sim
 def test_dart_recording_labels_are_the_clean_expert_actions(tmp_path):
     """--noise perturbs the executed command only: `actions` (the label) stays within the expert's clamp
-    and binary gripper, `executed_actions` holds the noisy command, and replaying that reproduces the demo."""
+    and binary gripper, `executed_actions` holds the noisy command, and replaying that reproduces the demo.
+    With --miss_prob 1 the demo misses its first grasp, grasps again, and `label_valid` marks the miss."""
     out = tmp_path / "dart.hdf5"
-    _record("Lift-Cube", out, 1, "--noise", "0.03", "--seed", "3")
+    _record("Lift-Cube", out, 1, "--noise", "0.03", "--seed", "3", "--miss_prob", "1")
     assert _check_layout(out, "Lift-Cube", num_cubes=1) == ["demo_0"]  # label range checks included
     with h5py.File(out, "r") as f:
         demo = f["data/demo_0"]
@@ -319,6 +320,13 @@ def test_dart_recording_labels_are_the_clean_expert_actions(tmp_path):
         assert executed.shape == label.shape
         assert np.abs(executed[:, :6] - label[:, :6]).mean() > 0.01  # noise on the arm ...
         assert np.array_equal(executed[:, 6], label[:, 6])  # ... not on the gripper
+        valid = demo["label_valid"][:]
+        assert valid.shape == (label.shape[0],) and 0 < (valid == 0).sum() < len(valid)
+        closes = np.nonzero((label[1:, 6] < 0) & (label[:-1, 6] > 0))[0] + 1
+        assert len(closes) == 2 and valid[closes[0]] == 0 and valid[closes[1]] == 1  # the miss, then the grasp
+    proc = _script("record_demos.py", "--task", "Stack-Cube", "--output", str(tmp_path / "s.hdf5"),
+                   "--miss_prob", "0.3", timeout=180)
+    assert proc.returncode == 2 and "--miss_prob" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
     proc = _script("replay_demos.py", "--dataset", str(out), "--strict")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -14,9 +14,12 @@ and a binary gripper command. Each pick-and-place runs through
 
 Phases advance on a position tolerance or a step cap, so a slow or blocked move never stalls an env.
 Recovery: a cube that leaves the hand while carrying is picked again, and a cube that did not end up on
-its target after the release is picked and placed again. The hand is ~20 cm wide along its finger axis,
-so of the two face-aligned grasp orientations the expert picks the one whose finger axis points away
-from nearby cubes (it would otherwise knock a finished tower over). An env whose episode just restarted
+its target after the release is picked and placed again. ``miss_prob`` makes the first grasp of a share of
+the episodes miss on purpose (the hand descends 3-5 cm off the cube), so that recorded demos show what to do
+after a missed grasp: open, go back above the cube, grasp again. The steps of the staged miss are marked in
+``label_valid`` (False), so that training does not learn the miss itself, only the recovery.
+The hand is ~20 cm wide along its finger axis, so of the two face-aligned grasp orientations the expert
+picks the one whose finger axis points away from nearby cubes (it would otherwise knock a finished tower over). An env whose episode just restarted
 (``episode_length_buf == 0``) starts over automatically; ``reset`` does the same explicitly.
 
     expert = ScriptedExpert(env, noise_std=0.0)
@@ -43,6 +46,8 @@ CARRY_Z = 0.20  # [m] tool-centre height while carrying
 PLACE_GAP = 0.008  # [m] held cube's bottom above the target's top before release
 LIFT_Z = 0.25  # [m] tool-centre height the lift expert holds the cube at
 LOST_DISTANCE = 0.05  # [m] held cube this far from the tool centre => grasp lost, pick it again
+MISS_OFFSET = (0.03, 0.05)  # [m] horizontal offset range of a staged grasp miss (the cube's edge is 5 cm)
+MISS_NOTICED = (0.05, 0.15)  # [m] range of the cube distance at which a staged miss is noticed while lifting
 PLACED_XY = 0.02  # [m] placed cube within this of the target's axis (and resting on it) => placed
 OBSTACLE_RANGE = 0.20  # [m] cubes closer than this (centre to centre) steer the grasp orientation
 
@@ -95,14 +100,22 @@ class ScriptedExpert:
         noise_std: std of Gaussian noise added to the 6 arm action dims of the *executed* action
             [m, rad per step]. The clean command of the same step is kept in ``label_actions``: recorded
             demos store it as the label (DART: the demos visit off-path states and show how to get back).
-        generator: optional ``torch.Generator`` for the noise (reproducible demos).
+        generator: optional ``torch.Generator`` for the noise and the staged misses (reproducible demos).
+        miss_prob: share of episodes whose first grasp misses on purpose: the hand descends to a point
+            3-5 cm beside the cube (random direction), closes, lifts until the cube is 5-15 cm away, then
+            recovers like after any lost grasp. ``label_valid`` is False from that descent until the
+            recovery starts (Lift-Cube only; 0 = never).
     """
 
-    def __init__(self, env, noise_std: float = 0.0, generator: torch.Generator | None = None):
+    def __init__(self, env, noise_std: float = 0.0, generator: torch.Generator | None = None,
+                 miss_prob: float = 0.0):
         cfg = env.cfg
         self.env = env
         self.noise_std = float(noise_std)
         self.generator = generator
+        self.miss_prob = float(miss_prob)
+        if not 0.0 <= self.miss_prob <= 1.0:
+            raise ValueError(f"ScriptedExpert: miss_prob must be in [0, 1], got {miss_prob}")
         self.num_envs = env.num_envs
         self.device = env.device
         order = list(getattr(cfg, "stack_order", []) or [])
@@ -133,7 +146,15 @@ class ScriptedExpert:
         self.grasp_yaw = torch.zeros(n, device=self.device)  # hand yaw chosen for the grasp (mod 180 deg)
         self._cubes = {name: env.scene[name] for name in cfg.cube_names}
         self._ee = env.scene["ee_frame"]
+        if self.miss_prob > 0 and self.task != "lift":
+            raise ExpertError("ScriptedExpert: miss_prob (staged grasp misses) is implemented for Lift-Cube only")
         self.label_actions: torch.Tensor | None = None  # the last call's clean (noise-free) actions
+        # staged misses: per env, whether this episode's first grasp misses, by how much, and when it is noticed
+        self.miss_pending = torch.zeros(n, dtype=torch.bool, device=self.device)  # not staged yet this episode
+        self.missing = torch.zeros(n, dtype=torch.bool, device=self.device)  # staging it now (labels invalid)
+        self.miss_offset = torch.zeros(n, 3, device=self.device)
+        self.miss_noticed = torch.full((n,), LOST_DISTANCE, device=self.device)
+        self.label_valid = torch.ones(n, dtype=torch.bool, device=self.device)  # the last call's labels are usable
 
     # ---------------------------------------------------------------------------------------------
     def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
@@ -141,6 +162,26 @@ class ScriptedExpert:
         self.phase[ids] = APPROACH
         self.steps_in_phase[ids] = 0
         self.subtask[ids] = 0
+        self.missing[ids] = False
+        if self.miss_prob > 0:
+            self._draw_misses(ids)
+
+    def _rand(self, *shape: int) -> torch.Tensor:
+        gen_device = self.generator.device if self.generator is not None else "cpu"
+        return torch.rand(*shape, generator=self.generator, device=gen_device).to(self.device)
+
+    def _draw_misses(self, ids) -> None:
+        """Decide per env whether the new episode's first grasp misses, where the hand goes instead and at
+        which cube distance the miss is noticed (all drawn at reset, so an episode is reproducible)."""
+        n = self.num_envs
+        u = self._rand(n, 4)
+        angle = 2 * math.pi * u[:, 1]
+        radius = MISS_OFFSET[0] + (MISS_OFFSET[1] - MISS_OFFSET[0]) * u[:, 2]
+        offset = torch.zeros(n, 3, device=self.device)
+        offset[:, 0], offset[:, 1] = radius * torch.cos(angle), radius * torch.sin(angle)
+        self.miss_pending[ids] = (u[:, 0] < self.miss_prob)[ids]
+        self.miss_offset[ids] = offset[ids]
+        self.miss_noticed[ids] = (MISS_NOTICED[0] + (MISS_NOTICED[1] - MISS_NOTICED[0]) * u[:, 3])[ids]
 
     @property
     def phase_names(self) -> list[str]:
@@ -216,7 +257,7 @@ class ScriptedExpert:
         m = phase == APPROACH
         goal[m] = pick_pos[m] + up
         m = phase == DESCEND
-        goal[m] = pick_pos[m]
+        goal[m] = pick_pos[m] + self.miss_offset[m] * self.missing[m, None]
         m = (phase == LIFT) | (phase == HOLD)
         goal[m, :2] = self.lift_xy[m]
         goal[m, 2] = LIFT_Z if self.task == "lift" else CARRY_Z
@@ -270,10 +311,19 @@ class ScriptedExpert:
             nxt = torch.where(phase == RETREAT, after_retreat, nxt)
             self.subtask = torch.where(advance & (phase == RETREAT) & placed & ~last, self.subtask + 1, self.subtask)
         new_phase = torch.where(advance, nxt, phase)
-        # the cube slipped out of the hand while carrying: pick it again
+        # a staged miss starts with the first descent of the episode ...
+        start_miss = self.miss_pending & (phase == APPROACH) & (new_phase == DESCEND)
+        self.missing |= start_miss
+        self.miss_pending &= ~start_miss
+        # the cube slipped out of the hand while carrying (or was never in it): pick it again
         carrying = (new_phase == LIFT) | (new_phase == HOLD) | (new_phase == MOVE) | (new_phase == LOWER)
-        lost = carrying & ((pick_pos - ee_pos).norm(dim=1) > LOST_DISTANCE)
+        lost_distance = torch.where(self.missing, self.miss_noticed, torch.full_like(self.miss_noticed, LOST_DISTANCE))
+        lost = carrying & ((pick_pos - ee_pos).norm(dim=1) > lost_distance)
         new_phase = torch.where(lost, APPROACH, new_phase)
+        # ... and ends when the expert goes back to the cube; its labels (descend beside the cube, close on
+        # nothing, lift) are not worth learning, the recovery after it is
+        self.missing &= ~lost
+        self.label_valid = ~self.missing
         self.steps_in_phase[(new_phase != phase)] = 0
         self.phase = phase = new_phase
 

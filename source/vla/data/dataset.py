@@ -25,6 +25,8 @@ from .preprocess import resize_images
 
 SPLITS = ("train", "val", "all")
 MAX_OPEN_DATASETS = 32  # per process; each keeps up to 4 MB of decoded chunks (h5py rdcc_nbytes)
+LABEL_VALID_KEY = "label_valid"
+"""Optional per-step dataset beside the actions (0/1): 0 marks labels not to learn (a staged grasp miss)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class DemoRef:
     name: str
     length: int
     instruction: str
+    has_label_valid: bool = False
 
 
 def list_demos(files: list[str], mapping: KeyMapping, success_only: bool = False) -> list[DemoRef]:
@@ -58,7 +61,12 @@ def list_demos(files: list[str], mapping: KeyMapping, success_only: bool = False
                 if length == 0:
                     continue
                 instr = read_instruction(f, name, mapping.instruction_attr, mapping.instruction)
-                demos.append(DemoRef(fi, name, length, instr))
+                has_valid = LABEL_VALID_KEY in g
+                if has_valid and g[LABEL_VALID_KEY].shape[0] != length:
+                    raise DatasetError(
+                        f"{path}: {DATA_GROUP}/{name}/{LABEL_VALID_KEY} has {g[LABEL_VALID_KEY].shape[0]} steps but "
+                        f"{mapping.actions} has {length}; re-record the demo or delete its {LABEL_VALID_KEY} dataset")
+                demos.append(DemoRef(fi, name, length, instr, has_valid))
     if not demos:
         raise DatasetError(f"{files[0]}: no usable demos (all empty{' or unsuccessful' if success_only else ''})")
     return demos
@@ -88,7 +96,8 @@ class DemoDataset(torch.utils.data.Dataset):
         split: "train", "val" or "all"; the split is by demo, deterministic in ``seed``.
         val_fraction: share of demos held out for "val" (at least one when > 0 and there are 2+ demos).
         chunk: actions per sample; the chunk runs past the episode end by repeating the last action,
-            and ``action_mask`` is False there.
+            and ``action_mask`` is False there, as it is on steps a demo's ``label_valid`` dataset marks 0
+            (an expert's staged grasp miss: the recovery after it is learned, the miss itself is not).
         image_size: (h, w) the views are resized to (the model's input size); None keeps the recorded size.
         max_demos: use only the first N demos (before splitting), e.g. for an overfit test.
         success_only: skip demos whose ``success`` attribute is False.
@@ -184,6 +193,8 @@ class DemoDataset(torch.utils.data.Dataset):
         n = actions.shape[0]
         mask = np.zeros(self.chunk, dtype=bool)
         mask[:n] = True
+        if demo.has_label_valid:
+            mask[:n] &= np.asarray(self._dataset(demo, LABEL_VALID_KEY)[t:end]).reshape(-1).astype(bool)
         if n < self.chunk:
             actions = np.concatenate([actions, np.repeat(actions[-1:], self.chunk - n, axis=0)], axis=0)
         sample = {

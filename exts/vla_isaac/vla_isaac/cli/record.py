@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         "command is recorded as `actions` (the label), the noisy one as `executed_actions` (DART recovery data)",
     )
     parser.add_argument(
+        "--miss_prob", type=float, default=0.0,
+        help="Lift-Cube, scripted expert: share of demos whose first grasp misses on purpose (3-5 cm beside the "
+        "cube) and is then recovered; the miss's steps are marked in `label_valid` and left out of the "
+        "training loss, so the demos teach recovering from a missed grasp (default 0)",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=None,
@@ -123,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
         if args.num_envs != 1:
             raise recording.RecordingError(f"--expert keyboard drives one env; got --num_envs {args.num_envs}")
         args.visualizer = args.visualizer or ["kit"]  # the keyboard listens to Kit's window
+    if not 0.0 <= args.miss_prob <= 1.0:
+        raise recording.RecordingError(f"--miss_prob {args.miss_prob}: must be in [0, 1] (a share of the demos)")
+    if args.miss_prob > 0 and (args.expert != "scripted" or not task.startswith("Lift-Cube")):
+        raise recording.RecordingError(
+            f"--miss_prob stages grasp misses with the scripted Lift-Cube expert; got --expert {args.expert} on {task}")
     rl_policy = None
     if (args.expert == "rl") != (args.expert_checkpoint is not None):
         raise recording.RecordingError("--expert rl and --expert_checkpoint PATH go together (a train_expert.py run)")
@@ -154,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "expert": args.expert,
         "noise": args.noise,
+        "miss_prob": args.miss_prob,
     }
     if rl_policy is not None:
         env_kwargs["expert_checkpoint"] = str(rl_policy.path)
@@ -174,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
                 from vla_isaac.experts import ScriptedExpert
 
                 noise_rng = torch.Generator().manual_seed(args.seed)  # reproducible expert noise
-                expert = ScriptedExpert(env, noise_std=args.noise, generator=noise_rng)
+                expert = ScriptedExpert(env, noise_std=args.noise, generator=noise_rng, miss_prob=args.miss_prob)
             stats = recording.record_demos(
                 env,
                 expert,

@@ -29,6 +29,9 @@ INSTRUCTION_KEY = "instruction"
 """Attribute name of the instruction on ``data`` and on every ``data/demo_N`` group."""
 LABEL_ACTIONS_KEY = "label_actions"
 """Episode key of the expert's clean action while recording (becomes ``actions`` in the file)."""
+LABEL_VALID_KEY = "label_valid"
+"""Per-step uint8 dataset beside ``actions``, written only when some steps' labels are not to be learned (an
+expert's staged grasp miss): 0 there, 1 elsewhere. Training masks those steps out of the action loss."""
 EXECUTED_ACTIONS_KEY = "executed_actions"
 """Dataset of the actions actually executed, written beside ``actions`` when they differ from the labels
 (an expert with DART noise); :func:`~vla_isaac.recording.replay_demos` replays it."""
@@ -38,6 +41,7 @@ __all__ = [
     "FILE_MODES",
     "INSTRUCTION_KEY",
     "LABEL_ACTIONS_KEY",
+    "LABEL_VALID_KEY",
     "DatasetInfo",
     "DemoFileHandler",
     "FileMode",
@@ -202,7 +206,13 @@ def _pop_instruction(episode: EpisodeData) -> str | None:
 
 def _swap_in_labels(episode: EpisodeData) -> None:
     """DART recording: the expert's clean actions become ``actions`` (the training label), the executed
-    (noisy) ones are kept as ``executed_actions`` for replay."""
+    (noisy) ones are kept as ``executed_actions`` for replay. Label validity is kept only where some step's
+    label is invalid."""
+    valid = episode.data.pop(LABEL_VALID_KEY, None)
+    if valid is not None:
+        valid = torch.stack(valid) if isinstance(valid, list) else valid
+        if not bool(valid.bool().all()):
+            episode.data[LABEL_VALID_KEY] = valid.reshape(-1).to(torch.uint8)
     label = episode.data.pop(LABEL_ACTIONS_KEY, None)
     if label is None or "actions" not in episode.data:
         return

@@ -23,7 +23,7 @@ import torch
 from isaaclab.utils.datasets import HDF5DatasetFileHandler
 
 from .files import RecordingError, sorted_demo_names
-from .terms import LABEL_ATTR, SuccessCheck
+from .terms import LABEL_ATTR, LABEL_VALID_ATTR, SuccessCheck
 
 if TYPE_CHECKING:
     from isaaclab.envs import ManagerBasedRLEnv
@@ -177,6 +177,7 @@ def record_demos(
                     break
                 actions = expert(obs)
                 setattr(env, LABEL_ATTR, getattr(expert, "label_actions", None))  # read by LabelActionRecorder
+                setattr(env, LABEL_VALID_ATTR, getattr(expert, "label_valid", None))  # read by LabelValidRecorder
                 obs, _, terminated, truncated, _ = env.step(actions)
                 stats.steps += 1
                 # the env reuses these buffers on the next step

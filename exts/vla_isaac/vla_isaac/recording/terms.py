@@ -20,6 +20,7 @@ from isaaclab.utils import configclass
 from .files import (
     INSTRUCTION_KEY,
     LABEL_ACTIONS_KEY,
+    LABEL_VALID_KEY,
     FileMode,
     RecordingError,
     check_output_path,
@@ -33,9 +34,12 @@ if TYPE_CHECKING:
 
 LABEL_ATTR = "_vla_label_actions"
 """Env attribute the record loop sets to the expert's ``label_actions`` before each step."""
+LABEL_VALID_ATTR = "_vla_label_valid"
+"""Env attribute the record loop sets to the expert's ``label_valid`` (per env) before each step."""
 
 __all__ = [
     "LABEL_ATTR",
+    "LABEL_VALID_ATTR",
     "DemoRecorderManagerCfg",
     "InstructionRecorder",
     "InstructionRecorderCfg",
@@ -71,6 +75,22 @@ class LabelActionRecorderCfg(RecorderTermCfg):
     class_type: type = LabelActionRecorder
 
 
+class LabelValidRecorder(RecorderTerm):
+    """Records whether each step's label is worth learning (``env._vla_label_valid``, the scripted expert's
+    ``label_valid``: False while it stages a grasp miss); nothing when the expert has none."""
+
+    def record_pre_step(self):
+        valid = getattr(self._env, LABEL_VALID_ATTR, None)
+        if valid is None:
+            return None, None
+        return LABEL_VALID_KEY, valid.reshape(-1, 1).to(torch.uint8)
+
+
+@configclass
+class LabelValidRecorderCfg(RecorderTermCfg):
+    class_type: type = LabelValidRecorder
+
+
 class InstructionRecorder(RecorderTerm):
     """Records the episode's instruction at reset; :class:`DemoFileHandler` turns it into the
     ``instruction`` attribute of the demo (Isaac Lab's own handler would store it as a uint8 dataset)."""
@@ -92,6 +112,7 @@ class DemoRecorderManagerCfg(ActionStateRecorderManagerCfg):
 
     record_instruction = InstructionRecorderCfg()
     record_label_actions = LabelActionRecorderCfg()
+    record_label_valid = LabelValidRecorderCfg()
 
 
 def configure_recording(
