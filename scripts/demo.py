@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.03,
                    help="DART recovery data: std of the noise on the expert's executed arm command [m, rad per "
                         "step], the clean command recorded as the label (0: noise-free demos; docs/benchmarks.md)")
-    p.add_argument("--miss_prob", type=float, default=0.0,
+    p.add_argument("--miss_prob", type=float, default=0.3,
                    help="recovery data: share of demos whose first grasp misses on purpose (3-5 cm beside the cube) "
                         "and is grasped again; the miss's own steps are left out of the loss (docs/demo.md)")
     p.add_argument("--record_procs", type=int, default=2,
