@@ -38,6 +38,9 @@ def _source(path: Path, num_demos=3, steps=12, failed=("demo_1",), instruction="
     with h5py.File(path, "r+") as f:
         for name in f["data"]:
             f["data"][name].attrs["success"] = name not in failed
+        valid = np.ones(f["data/demo_2/actions"].shape[0], dtype=np.uint8)  # a staged grasp miss on steps 3-5
+        valid[3:6] = 0
+        f["data/demo_2"].create_dataset("label_valid", data=valid)
     return path
 
 
@@ -71,6 +74,8 @@ def test_round_trip_every_frame(exported):
                 assert int(s["episode_index"]) == ep and int(s["frame_index"]) == t
                 np.testing.assert_array_equal(s[STATE_KEY].numpy(), state[t])
                 np.testing.assert_array_equal(s["action"].numpy(), g["actions"][t].astype(np.float32))
+                # label validity travels as a feature (all 1 for the demo without a label_valid dataset)
+                assert float(s["label_valid"]) == (float(g["label_valid"][t]) if "label_valid" in g else 1.0)
                 assert s["task"] == "lift the red cube"
                 for view in ("table_cam", "wrist_cam"):
                     got = s[f"observation.images.{view}"].permute(1, 2, 0).numpy() * 255.0

@@ -19,14 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .hdf5 import DATA_GROUP, DatasetError, as_file_list, demo_names, open_h5, read_instruction
+from .hdf5 import DATA_GROUP, LABEL_VALID_KEY, DatasetError, as_file_list, demo_names, open_h5, read_instruction
 from .key_mapping import KeyMapping, build_proprio
 from .preprocess import resize_images
 
 SPLITS = ("train", "val", "all")
 MAX_OPEN_DATASETS = 32  # per process; each keeps up to 4 MB of decoded chunks (h5py rdcc_nbytes)
-LABEL_VALID_KEY = "label_valid"
-"""Optional per-step dataset beside the actions (0/1): 0 marks labels not to learn (a staged grasp miss)."""
 
 
 @dataclass(frozen=True)

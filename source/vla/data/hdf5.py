@@ -8,6 +8,8 @@ from pathlib import Path
 import h5py
 
 DATA_GROUP = "data"
+LABEL_VALID_KEY = "label_valid"
+"""Optional per-step dataset beside a demo's actions (0/1): 0 marks labels not to learn (a staged grasp miss)."""
 
 
 class DatasetError(ValueError):

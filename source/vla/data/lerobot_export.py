@@ -29,13 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .hdf5 import DATA_GROUP, DatasetError, as_file_list, open_h5
+from .hdf5 import DATA_GROUP, LABEL_VALID_KEY, DatasetError, as_file_list, open_h5
 from .key_mapping import KeyMapping
 
 INSTALL_HINT = 'LeRobot is not installed; install the optional extra: pip install -e ".[lerobot]"'
 IMAGE_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
+LABEL_VALID_FEATURE = "label_valid"
+"""Per-frame 1.0 / 0.0, exported when a demo marks labels not to learn (a staged grasp miss); a LeRobot
+policy's loss can mask on it like ``vla``'s trainer does."""
 ACTION_NAMES_7 = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
 
 
@@ -73,8 +76,10 @@ def proprio_from_state_names(names) -> list[tuple[str, int]]:
     return out
 
 
-def lerobot_features(mapping: KeyMapping, image_shapes: dict[str, tuple[int, int, int]]) -> dict:
-    """The LeRobot ``features`` dict for ``mapping`` (images as video features)."""
+def lerobot_features(mapping: KeyMapping, image_shapes: dict[str, tuple[int, int, int]],
+                     label_valid: bool = False) -> dict:
+    """The LeRobot ``features`` dict for ``mapping`` (images as video features; ``label_valid``: the per-frame
+    label-validity feature too)."""
     feats = {
         image_feature_key(k): {"dtype": "video", "shape": tuple(image_shapes[k]), "names": ["height", "width", "channels"]}
         for k in (mapping.context_image, mapping.wrist_image)
@@ -82,6 +87,8 @@ def lerobot_features(mapping: KeyMapping, image_shapes: dict[str, tuple[int, int
     feats[STATE_KEY] = {"dtype": "float32", "shape": (mapping.proprio_dim,), "names": state_names(mapping)}
     names = ACTION_NAMES_7 if mapping.action_dim == 7 else [f"a{i}" for i in range(mapping.action_dim)]
     feats[ACTION_KEY] = {"dtype": "float32", "shape": (mapping.action_dim,), "names": names}
+    if label_valid:
+        feats[LABEL_VALID_FEATURE] = {"dtype": "float32", "shape": (1,), "names": [LABEL_VALID_FEATURE]}
     return feats
 
 
@@ -95,7 +102,7 @@ class ExportSummary:
     fps: int
 
 
-def _demo_arrays(g, path: str, name: str, mapping: KeyMapping) -> dict[str, np.ndarray]:
+def _demo_arrays(g, path: str, name: str, mapping: KeyMapping, label_valid: bool = False) -> dict[str, np.ndarray]:
     """Every array one demo contributes, checked for shape against the mapping (one-line errors)."""
     where = f"{path}: {DATA_GROUP}/{name}"
     if mapping.actions not in g:
@@ -125,6 +132,9 @@ def _demo_arrays(g, path: str, name: str, mapping: KeyMapping) -> dict[str, np.n
         if im.ndim != 4 or im.shape[0] != T or im.shape[-1] != 3 or im.dtype != np.uint8:
             raise DatasetError(f"{where}/obs/{k}: {im.dtype} {im.shape}, expected uint8 ({T}, H, W, 3)")
         out[image_feature_key(k)] = im
+    if label_valid:  # demos without the dataset have every label valid
+        valid = g[LABEL_VALID_KEY][()] if LABEL_VALID_KEY in g else np.ones(T)
+        out[LABEL_VALID_FEATURE] = np.asarray(valid, dtype=np.float32).reshape(T, 1)
     return out
 
 
@@ -175,7 +185,8 @@ def export_lerobot(
                 raise DatasetError(f"{files[first.file_index]}: {DATA_GROUP}/{first.name}/obs/{k}: missing (key mapping "
                                    f"'{mapping.name}' needs it as a view); use a key mapping that matches")
             shapes[k] = tuple(int(s) for s in g[f"obs/{k}"].shape[1:])
-    features = lerobot_features(mapping, shapes)
+    label_valid = any(d.has_label_valid for d in demos)
+    features = lerobot_features(mapping, shapes, label_valid)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp_parent = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
@@ -191,7 +202,7 @@ def export_lerobot(
                 f = handles.get(d.file_index)
                 if f is None:
                     f = handles[d.file_index] = open_h5(files[d.file_index])
-                arrays = _demo_arrays(f[DATA_GROUP][d.name], files[d.file_index], d.name, mapping)
+                arrays = _demo_arrays(f[DATA_GROUP][d.name], files[d.file_index], d.name, mapping, label_valid)
                 for k in (mapping.context_image, mapping.wrist_image):
                     got = arrays[image_feature_key(k)].shape[1:]
                     if tuple(got) != shapes[k]:
