@@ -19,8 +19,9 @@ the episodes miss on purpose (the hand descends 3-5 cm off the cube), so that re
 after a missed grasp: open, go back above the cube, grasp again. The steps of the staged miss are marked in
 ``label_valid`` (False), so that training does not learn the miss itself, only the recovery.
 The hand is ~20 cm wide along its finger axis, so of the two face-aligned grasp orientations the expert
-picks the one whose finger axis points away from nearby cubes (it would otherwise knock a finished tower over). An env whose episode just restarted
-(``episode_length_buf == 0``) starts over automatically; ``reset`` does the same explicitly.
+picks the one whose finger axis points away from nearby cubes (it would otherwise knock a finished tower
+over). An env whose episode just restarted (``episode_length_buf == 0``) starts over automatically;
+``reset`` does the same explicitly.
 
     expert = ScriptedExpert(env, noise_std=0.0)
     obs, _ = env.reset()
