@@ -154,8 +154,7 @@ def main(argv=None) -> int:
     sim_code = source_key("exts/vla_isaac/vla_isaac")  # scene, cameras, expert, recorder
     procs = max(1, min(args.record_procs, args.num_demos))
     shares = [args.num_demos // procs + (i < args.num_demos % procs) for i in range(procs)]
-    rec_key = key(args.num_demos, args.image_size, args.seed, args.noise, procs, sim_code,
-                  *([args.miss_prob] if args.miss_prob else []))
+    rec_key = key(args.num_demos, args.image_size, args.seed, args.noise, args.miss_prob, procs, sim_code)
     demo_files = [cache / f"lift_demos-{rec_key}-{i}.hdf5" for i in range(procs)]
     if all(f.exists() for f in demo_files) and not args.fresh:
         st.skip("record", ", ".join(map(str, demo_files)))

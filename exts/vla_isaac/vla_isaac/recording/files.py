@@ -21,7 +21,7 @@ import torch
 
 from isaaclab.utils.datasets import EpisodeData, HDF5DatasetFileHandler
 
-from vla.data.hdf5 import demo_index, sorted_demo_names
+from vla.data.hdf5 import LABEL_VALID_KEY, demo_index, sorted_demo_names
 
 FileMode = Literal["new", "overwrite", "append"]
 FILE_MODES: tuple[str, ...] = ("new", "overwrite", "append")
@@ -29,9 +29,6 @@ INSTRUCTION_KEY = "instruction"
 """Attribute name of the instruction on ``data`` and on every ``data/demo_N`` group."""
 LABEL_ACTIONS_KEY = "label_actions"
 """Episode key of the expert's clean action while recording (becomes ``actions`` in the file)."""
-LABEL_VALID_KEY = "label_valid"
-"""Per-step uint8 dataset beside ``actions``, written only when some steps' labels are not to be learned (an
-expert's staged grasp miss): 0 there, 1 elsewhere. Training masks those steps out of the action loss."""
 EXECUTED_ACTIONS_KEY = "executed_actions"
 """Dataset of the actions actually executed, written beside ``actions`` when they differ from the labels
 (an expert with DART noise); :func:`~vla_isaac.recording.replay_demos` replays it."""
