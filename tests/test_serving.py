@@ -360,7 +360,13 @@ def test_serve_policy_script_serves_with_a_key_and_stops_on_sigterm(repo_root, t
 @pytest.mark.slow
 @pytest.mark.sim
 def test_eval_through_the_server_equals_in_process(tiny_server, tiny_checkpoint):
-    """Lift-Cube episodes with the policy in-process and through the server: same episodes, same actions."""
+    """Lift-Cube episodes in-process and through the server: the server gives the in-process chunk for every
+    observation the local run saw, and closed-loop evaluation through it runs the same episodes.
+
+    Chunks are compared on the same inputs, not along two closed loops: contact dynamics amplify float
+    differences of 1e-7 (thread scheduling, CPU kernels) into visibly different trajectories, which made
+    a step-by-step comparison of two rollouts flaky on loaded machines.
+    """
     pytest.importorskip("isaaclab")
     from conftest import TINY_IMAGE
 
@@ -371,18 +377,28 @@ def test_eval_through_the_server_equals_in_process(tiny_server, tiny_checkpoint)
     cfg = make_env_cfg("Lift-Cube", num_envs=1, image_size=TINY_IMAGE, seed=0)
     cfg.episode_length_s = 1.5
     env = make_env(cfg)
-    runs = {}
+    runs, calls = {}, {}
     try:
         for name, source in [("local", dict(checkpoint=tiny_checkpoint)), ("remote", dict(policy_server=url))]:
             ctrl = make_controller("vla", env, seed=0, replan_every=8, **source)
-            actions, act = [], ctrl.act
-            ctrl.act = lambda obs, act=act, actions=actions: actions.append(act(obs)) or actions[-1]
+            policy, seen = ctrl.act, []
+            inner = policy.source
+            policy.source = lambda inputs, noise, inner=inner, seen=seen: seen.append(
+                ({k: (v.clone() if torch.is_tensor(v) else list(v)) for k, v in inputs.items()}, noise.clone(),
+                 inner(inputs, noise))) or seen[-1][2]
             res = run_episodes(env, ctrl, 3, seed=0, progress=False)
-            runs[name] = ([(r.episode, r.success, r.length, r.outcome) for r in res.episodes], torch.stack(actions))
+            runs[name], calls[name] = [r.episode for r in res.episodes], seen
+            if name == "remote":
+                server_source = inner
+                # every chunk the local run computed, recomputed by the server from the same inputs and noise
+                for inputs, noise, chunk in calls["local"]:
+                    np.testing.assert_allclose(server_source(inputs, noise).numpy(), chunk.numpy(), rtol=0, atol=1e-4)
     finally:
         env.close()
-    assert len(runs["local"][0]) == 3 and runs["remote"][0] == runs["local"][0]
-    np.testing.assert_allclose(runs["remote"][1].numpy(), runs["local"][1].numpy(), rtol=0, atol=1e-4)
+    assert runs["remote"] == runs["local"] == [0, 1, 2]
+    assert len(calls["local"]) >= 3 * 2  # at least two replans per 30-step episode
+    # the first observation after a seeded reset is the same in both runs, and so is its chunk
+    np.testing.assert_allclose(calls["remote"][0][2].numpy(), calls["local"][0][2].numpy(), rtol=0, atol=1e-4)
 
 
 @pytest.mark.slow
