@@ -79,6 +79,11 @@ LEVERS: dict[str, dict] = {
                                        train=[*STATE_HEAD, "levers.proprio_dropout=0.0"]),
     "dartmiss_state": dict(label="DART demos, 30% with a staged grasp miss and its recovery (miss steps masked "
                            "out of the loss), state head", demos=["dartmiss100"], train=STATE_HEAD),
+    "dartmiss_state_pd07": dict(label="recovery demos, state head, proprio dropout 0.7 (more of the arm state "
+                                "and phase must come from the images)", demos=["dartmiss100"],
+                                train=[*STATE_HEAD, "levers.proprio_dropout=0.7"]),
+    "dartmiss_state_seed1": dict(label="recovery demos, state head, training seed 1 (run-to-run spread)",
+                                 demos=["dartmiss100"], train=[*STATE_HEAD, "seed=1"]),
     "dart200_state": dict(label="200 DART demos (2 recording processes), state head, proprio dropout 0.5",
                           demos=["dart100", "dart100b"], train=STATE_HEAD),
     "dart_state_te": dict(label="state head + temporal ensembling, replan 2", base="dart_state",
