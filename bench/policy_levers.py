@@ -84,6 +84,12 @@ LEVERS: dict[str, dict] = {
                                 train=[*STATE_HEAD, "levers.proprio_dropout=0.7"]),
     "dartmiss_state_seed1": dict(label="recovery demos, state head, training seed 1 (run-to-run spread)",
                                  demos=["dartmiss100"], train=[*STATE_HEAD, "seed=1"]),
+    "dartmiss_ctxhead": dict(label="recovery demos, state head reading the context view only "
+                             "(model_overrides.state_head_views=context)", demos=["dartmiss100"],
+                             train=[*STATE_HEAD, "model_overrides.state_head_views=context"]),
+    "dartmiss_ctxhead_seed1": dict(label="recovery demos, context-view state head, training seed 1",
+                                   demos=["dartmiss100"],
+                                   train=[*STATE_HEAD, "model_overrides.state_head_views=context", "seed=1"]),
     "dart200_state": dict(label="200 DART demos (2 recording processes), state head, proprio dropout 0.5",
                           demos=["dart100", "dart100b"], train=STATE_HEAD),
     "dart_state_te": dict(label="state head + temporal ensembling, replan 2", base="dart_state",

@@ -154,3 +154,37 @@ def test_a_deeper_state_head_trains_every_look_and_runs_static():
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match="state_head_layers"):
         load_model_preset("tiny", state_dim=7, state_head_layers=0)
+
+
+def test_a_context_view_state_head_reads_only_the_context_camera():
+    """state_head_views: context: the estimate moves with the context image and not at all with the wrist image,
+    the static predictor reproduces the eager chunk, and the option is refused where no view tokens exist."""
+    from vla.config import ConfigError
+    from vla.model.static import StaticPredictor
+
+    torch.manual_seed(0)
+    ctx_only = VLAModel(load_model_preset("tiny", state_dim=7, state_head_views="context")).eval()
+    both = VLAModel(load_model_preset("tiny", state_dim=7)).eval()
+    both.load_state_dict(ctx_only.state_dict())
+    b, other = _batch(2, seed=5), _batch(2, seed=6)
+    proprio = torch.as_tensor(b["proprio"])
+
+    def estimate(m, ctx, wrist):
+        memory, mask = m.encode(ctx, wrist, b["instruction"])
+        return m.estimate_state(memory, mask, proprio)
+
+    base = estimate(ctx_only, b["context_image"], b["wrist_image"])
+    torch.testing.assert_close(estimate(ctx_only, b["context_image"], other["wrist_image"]), base)
+    assert (estimate(ctx_only, other["context_image"], b["wrist_image"]) - base).abs().max() > 1e-3
+    # the same weights reading both views do see the wrist image
+    assert (estimate(both, b["context_image"], other["wrist_image"])
+            - estimate(both, b["context_image"], b["wrist_image"])).abs().max() > 1e-3
+
+    noise = torch.randn(2, 16, 7, generator=torch.Generator().manual_seed(2))
+    args = (b["context_image"], b["wrist_image"], b["instruction"], b["proprio"])
+    torch.testing.assert_close(StaticPredictor(ctx_only, 2)(*args, noise=noise),
+                               ctx_only.predict_action(*args, noise=noise), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="state_head_views"):
+        load_model_preset("tiny", state_dim=7, state_head_views="wrist")
+    with pytest.raises(ConfigError, match="state_head_views"):
+        load_model_preset("tiny", state_dim=7, state_head_views="context", conditioning="last_token")

@@ -22,6 +22,7 @@ CONDITIONING_MODES = ("all_tokens", "image_tokens", "last_token", "image_and_tex
 PROJECTORS = ("mlp", "ln_linear")
 NORM_MODES = ("mean_std", "quantile")
 TIME_SAMPLING = ("uniform", "beta")
+STATE_HEAD_VIEWS = ("both", "context")
 
 # LoRA on the language model's attention projections only (module names of the base Qwen2_5_VLModel are
 # `language_model.*`; the vision tower lives under `visual.*` and stays untouched).
@@ -88,6 +89,10 @@ class VLAConfig:
     # Looks the state head takes at the memory: 1 = one attention pooling; each extra layer refines the pooled
     # query (MLP) and attends again.
     state_head_layers: int = 1
+    # Which image tokens the state head reads: "both" views, or the "context" view only (then the object-state
+    # estimate, and the actions that follow it, must come from the context camera; needs image-token
+    # conditioning).
+    state_head_views: str = "both"
 
     # Flow matching.
     flow_steps: int = 10
@@ -123,6 +128,11 @@ class VLAConfig:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
         if int(self.state_dim) < 0:
             raise bad("state_dim", f"must be >= 0 (0 = no state head), got {self.state_dim}")
+        if self.state_head_views not in STATE_HEAD_VIEWS:
+            raise bad("state_head_views", f"{self.state_head_views!r} is not one of {STATE_HEAD_VIEWS}")
+        if self.state_head_views == "context" and self.conditioning not in ("image_tokens", "image_and_text_tokens"):
+            raise bad("state_head_views", f"'context' needs conditioning image_tokens or image_and_text_tokens "
+                                          f"(the context view's tokens), not {self.conditioning!r}")
         if self.lora.enabled and not self.freeze_backbone:
             raise bad("lora.enabled", "LoRA needs freeze_backbone: true (LoRA adapts a frozen backbone)")
 

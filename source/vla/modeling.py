@@ -248,10 +248,13 @@ class VLAModel(nn.Module):
 
     def _state_estimate(self, memory: torch.Tensor, memory_mask: torch.Tensor, proprio: torch.Tensor
                         ) -> torch.Tensor | None:
-        """The state head's normalised object-state estimate (B, state_dim) from every memory token and the
-        normalised proprio, or None for a model without one (``state_dim`` 0)."""
+        """The state head's normalised object-state estimate (B, state_dim) from the memory tokens (all, or the
+        context view's with ``state_head_views: context``) and the normalised proprio, or None for a model
+        without one (``state_dim`` 0)."""
         if self.state_head is None:
             return None
+        if self.cfg.state_head_views == "context":
+            memory_mask = self.context_token_mask(memory_mask)
         return self.state_head(memory, memory_mask, proprio)
 
     @torch.no_grad()
@@ -260,7 +263,7 @@ class VLAModel(nn.Module):
         if self.state_head is None:
             raise ValueError("this model has no state head (state_dim 0 in its config)")
         proprio = self.normalizer.normalize("proprio", _tensor(proprio, self.device))
-        est = self.state_head(memory, memory_mask, proprio.to(memory.dtype)).float()
+        est = self._state_estimate(memory, memory_mask, proprio.to(memory.dtype)).float()
         return est * self.state_head.std + self.state_head.mean
 
     def context_token_mask(self, mask: torch.Tensor) -> torch.Tensor:
