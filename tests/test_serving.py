@@ -388,11 +388,9 @@ def test_eval_through_the_server_equals_in_process(tiny_server, tiny_checkpoint)
                  inner(inputs, noise))) or seen[-1][2]
             res = run_episodes(env, ctrl, 3, seed=0, progress=False)
             runs[name], calls[name] = [r.episode for r in res.episodes], seen
-            if name == "remote":
-                server_source = inner
-                # every chunk the local run computed, recomputed by the server from the same inputs and noise
+            if name == "remote":  # every local chunk, recomputed by the server from the same inputs and noise
                 for inputs, noise, chunk in calls["local"]:
-                    np.testing.assert_allclose(server_source(inputs, noise).numpy(), chunk.numpy(), rtol=0, atol=1e-4)
+                    np.testing.assert_allclose(inner(inputs, noise).numpy(), chunk.numpy(), rtol=0, atol=1e-4)
     finally:
         env.close()
     assert runs["remote"] == runs["local"] == [0, 1, 2]

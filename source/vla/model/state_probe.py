@@ -6,8 +6,8 @@ Two uses:
   and its loss shapes the projector so the context view's content is easy to attend to; it is not saved;
 - the model's state head (`state_dim` > 0 in the model config): it reads every memory token (or only the
   context view's, `state_head_views: context`) plus the proprio (the wrist camera's pose), and its
-  estimate goes to the action expert as one token, so the policy acts on where its images say the object is. It is part of the checkpoint; its labels (the
-  recorded state) are needed only for training.
+  estimate goes to the action expert as one token, so the policy acts on where its images say the object
+  is. It is part of the checkpoint; its labels (the recorded state) are needed only for training.
 """
 
 from __future__ import annotations
