@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "camera beside the policy's two views, until a success and a failure are filmed (0: no video)")
     p.add_argument("--eval_episode_length_s", type=float, default=None,
                    help="shorten evaluation episodes (default: the task's own length)")
+    p.add_argument("--untrained_diagnosis_samples", type=int, default=128,
+                   help="held-out samples of the untrained twin's diagnosis (a reference row; the trained policy's "
+                        "covers every held-out sample; 0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="report folder (default outputs/demo-<time>)")
     p.add_argument("--cache", default=str(ROOT / "outputs" / "demo-cache"), help="where stage outputs are reused from")
@@ -146,9 +149,10 @@ def main(argv=None) -> int:
     st = Stages(report, total=8)
     size = str(args.image_size)
 
-    # 1. what the robot sees
-    st.run("snapshots", [PY, "scripts/snapshot.py", "--task", TASK, "--output", str(report / "snapshots"),
-                         "--image_size", size, size], show_progress=False)
+    # 1. what the robot sees: a short process, run beside the recording (which takes ~4 min)
+    snapshots = ThreadPoolExecutor(max_workers=1).submit(
+        st.run_quiet, "snapshots", [PY, "scripts/snapshot.py", "--task", TASK, "--output", str(report / "snapshots"),
+                                    "--image_size", size, size])
 
     # 2. expert demos (cached by settings): one recording process per core, each its own seed and file
     sim_code = source_key("exts/vla_isaac/vla_isaac")  # scene, cameras, expert, recorder
@@ -165,6 +169,8 @@ def main(argv=None) -> int:
                  "--miss_prob", str(args.miss_prob), "--overwrite"]
                 for i, (n, f) in enumerate(zip(shares, demo_files))]
         st.run_parallel("record", cmds)
+    snapshots.result()  # raises if the snapshot stage failed
+    st.bar.update(1)
 
     # 3. train the tiny preset (and save its untrained twin, the floor of the comparison)
     # the training configs' contents are part of the key: editing them retrains instead of reusing
@@ -248,10 +254,12 @@ def main(argv=None) -> int:
                     for name in ("VLA tiny (trained)", "VLA tiny (untrained)")}
 
     def run_diagnosis(name):
-        out, ck = diagnosis_of[name], ckpt if "(trained)" in name else untrained / "final"
+        trained = "(trained)" in name
+        out, ck = diagnosis_of[name], ckpt if trained else untrained / "final"
+        samples = 0 if trained else args.untrained_diagnosis_samples  # 0: every held-out sample
         st.run_quiet(f"diagnose-{out.name}", [PY, "scripts/diagnose_vla.py", "--checkpoint", str(ck), "--dataset",
-                                              *map(str, demo_files), "--num_samples", "0", "--seed", str(args.seed),
-                                              "--output", str(out)])
+                                              *map(str, demo_files), "--num_samples", str(samples),
+                                              "--seed", str(args.seed), "--output", str(out)])
         return json.loads((out / "diagnosis.json").read_text())
 
     st.bar.set_description("make demo [diagnose + evaluate]")
@@ -284,6 +292,9 @@ def main(argv=None) -> int:
         rows.append(f"| {name} | {s['num_success']}/{s['num_episodes']} ({s['success_rate']:.0%}) | "
                     f"{lo:.0%}-{hi:.0%} | {s['mean_episode_length']:.0f} | {cond} |")
     table = "\n".join(rows)
+    if diagnoses:
+        table += "\n\n" + "; ".join(f"{name}: diagnosed on {d['num_samples']} held-out samples"
+                                     for name, d in diagnoses.items())
     (report / "success_table.md").write_text(f"# {TASK}: closed-loop success\n\n{table}\n")
     summary = {
         "task": TASK, "settings": vars(args), "demos": [str(f) for f in demo_files], "checkpoint": str(ckpt),

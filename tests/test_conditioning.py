@@ -160,3 +160,36 @@ def test_report_encodes_in_chunks_with_the_same_result(monkeypatch):
     chunked = conditioning_report(model, b)
     for k in ("image_effect_ratio", "wrist_effect_ratio", "proprio_effect_ratio", "val_action_mse"):
         assert chunked[k] == pytest.approx(whole[k], rel=1e-5), k
+
+
+def test_report_runs_the_vision_tower_once_per_distinct_image(monkeypatch):
+    """The report's variants (swapped, blanked, another instruction) reuse the same images: each goes through
+    the vision tower once, and the figures equal those of a report that runs the tower for every variant."""
+    import numpy as np
+
+    import vla.eval.conditioning as cond
+    from vla.config import load_model_preset
+    from vla.modeling import VLAModel
+
+    torch.manual_seed(0)
+    model = VLAModel(load_model_preset("tiny").replace(image_size=[56, 56]))
+    rng = np.random.default_rng(1)
+    n = 8
+    b = {"context_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
+         "wrist_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
+         "instruction": ["lift the red cube"] * n, "proprio": torch.randn(n, 27), "actions": torch.randn(n, 16, 7)}
+    blank = (np.full((56, 56, 3), 90, np.uint8), np.full((56, 56, 3), 120, np.uint8))
+    seen = []
+    tower = model.image_embeds
+    monkeypatch.setattr(model, "image_embeds", lambda pix, grid: seen.append(len(grid)) or tower(pix, grid))
+    monkeypatch.setattr(cond, "ENCODE_BATCH", 3)  # images shared across chunks are cached too
+    cached = conditioning_report(model, b, blank_images=blank)
+    assert sum(seen) == 2 * n + 2  # n context + n wrist images, and the two blank views
+    seen.clear()
+    monkeypatch.setattr(cond._Predictor, "_vision", lambda self, inputs, ctx, wrist: model.image_embeds(
+        inputs["pixel_values"], inputs["image_grid_thw"]))  # no cache: the tower on every variant's images
+    uncached = conditioning_report(model, b, blank_images=blank)
+    assert sum(seen) == 6 * 2 * n  # six variants (original, 3 image swaps, instruction, blank) x both views
+    for k in ("image_effect_ratio", "wrist_effect_ratio", "both_images_effect_ratio", "instruction_effect_ratio",
+              "proprio_effect_ratio", "val_action_mse", "blank_image_val_action_mse"):
+        assert cached[k] == pytest.approx(uncached[k], rel=1e-5, abs=1e-7), k

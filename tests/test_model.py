@@ -150,7 +150,7 @@ def test_flow_steps_are_configurable(tiny):
     ctx, wrist, proprio = _obs(1)
     noise = torch.randn(1, 16, 7)
     calls = []
-    handle = tiny.expert.register_forward_hook(lambda *_: calls.append(1))
+    handle = tiny.expert.velocity_out.register_forward_hook(lambda *_: calls.append(1))  # once per velocity
     try:
         tiny.predict_action(ctx, wrist, INSTRUCTIONS[:1], proprio, noise=noise)
         assert len(calls) == tiny.cfg.flow_steps == 10
@@ -159,6 +159,29 @@ def test_flow_steps_are_configurable(tiny):
         assert len(calls) == 3
     finally:
         handle.remove()
+
+
+def test_sampling_computes_the_memory_keys_and_values_once_per_chunk(tiny):
+    """The expert's memory side (layer norm, keys, values) and its proprio/state tokens do not depend on the
+    flow step: sampling computes them once per chunk, and the chunk equals one whose every Euler step runs
+    the whole expert."""
+    from vla.model.flow_matching import euler_sample
+
+    ctx, wrist, proprio = _obs(2)
+    noise = torch.randn(2, 16, 7)
+    kv_calls = []
+    handle = tiny.expert.blocks[0].cross_attn.kv_proj.register_forward_hook(lambda *_: kv_calls.append(1))
+    try:
+        chunk = tiny.predict_action(ctx, wrist, INSTRUCTIONS[:2], proprio, noise=noise)
+    finally:
+        handle.remove()
+    assert len(kv_calls) == 1 and tiny.cfg.flow_steps == 10
+    with torch.no_grad():
+        memory, mask = tiny.encode(ctx, wrist, INSTRUCTIONS[:2])
+        p = tiny.normalizer.normalize("proprio", torch.as_tensor(proprio))
+        est = tiny._state_estimate(memory, mask, p)
+        full = euler_sample(lambda x, t: tiny.expert(x, t, p, memory, mask, est), noise, tiny.cfg.flow_steps)
+    torch.testing.assert_close(chunk, tiny.normalizer.denormalize("action", full), atol=1e-6, rtol=0)
 
 
 def test_normalisation_in_float32_raw_units_out(tiny):

@@ -36,7 +36,7 @@ def test_demo_pipeline_end_to_end(repo_root, tmp_path):
     """A small `make demo`: record -> train -> evaluate -> report, then a re-run reuses the stages."""
     out, cache = tmp_path / "report", tmp_path / "cache"
     cmd = [sys.executable, "scripts/demo.py", "--num_demos", "3", "--train_steps", "40", "--eval_episodes", "2",
-           "--eval_episode_length_s", "4.0", "--video_episodes", "1", "--output", str(out), "--cache", str(cache)]
+           "--eval_episode_length_s", "4.0", "--video_episodes", "1", "--untrained_diagnosis_samples", "4", "--output", str(out), "--cache", str(cache)]
     r = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=2000)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -46,6 +46,9 @@ def test_demo_pipeline_end_to_end(repo_root, tmp_path):
     for name in ("VLA tiny (trained)", "VLA tiny (untrained)"):  # the conditioning ratios beside the success
         d = summary["diagnosis"][name]
         assert d["image_effect_ratio"] >= 0 and d["wrist_effect_ratio"] >= 0 and d["blank_image_val_action_mse"] > 0
+    # the trained policy is diagnosed on every held-out sample, its untrained twin (a reference row) on a sample
+    trained_n, twin_n = (summary["diagnosis"][k]["num_samples"] for k in ("VLA tiny (trained)", "VLA tiny (untrained)"))
+    assert twin_n == 4 and trained_n > 4
     assert "image_effect_ratio | wrist_effect_ratio" in (out / "success_table.md").read_text()
     for f in ("success_table.md", "loss_curve.png"):
         assert (out / f).stat().st_size > 100, f

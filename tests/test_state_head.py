@@ -188,3 +188,39 @@ def test_a_context_view_state_head_reads_only_the_context_camera():
         load_model_preset("tiny", state_dim=7, state_head_views="wrist")
     with pytest.raises(ConfigError, match="state_head_views"):
         load_model_preset("tiny", state_dim=7, state_head_views="context", conditioning="last_token")
+
+
+def test_state_teacher_forcing_feeds_the_recorded_state_in_training_only(model, tmp_path):
+    """levers.state_teacher_forcing: while training, that share of samples' expert reads the (normalised)
+    recorded state in place of the estimate; evaluation always reads the estimate; a model without a state
+    head refuses the lever."""
+    from vla.model.levers import TrainingLevers
+    from vla.training import load_train_config, plan_run
+    from vla.training.plan import TrainConfigError
+
+    seen = []
+    hook = model.expert.state_in.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
+    b = _batch(64, seed=3, size=56)
+    truth = model.state_head.normalize(torch.as_tensor(b["aux_state"]))
+    try:
+        model.train()
+        for p, lo, hi in ((0.0, 0, 0), (0.5, 16, 48), (0.999, 64, 64)):
+            model.set_training_levers(TrainingLevers(state_teacher_forcing=p))
+            seen.clear()
+            model(b)
+            forced = torch.isclose(seen[0], truth, atol=1e-6).all(dim=1)
+            assert lo <= int(forced.sum()) <= hi, (p, int(forced.sum()))
+        model.eval()
+        seen.clear()
+        model.predict_action(b["context_image"][:4], b["wrist_image"][:4], b["instruction"][:4], b["proprio"][:4])
+        assert not torch.isclose(seen[0], truth[:4], atol=1e-6).all(dim=1).any()
+    finally:
+        hook.remove()
+        model.set_training_levers(TrainingLevers())
+    with pytest.raises(ValueError, match="state_teacher_forcing"):
+        TrainingLevers(state_teacher_forcing=1.0)
+    data = isaaclab_file(tmp_path / "lift.hdf5", num_demos=2, steps=10)
+    cfg = load_train_config("lift_tiny_cpu", [f"data.files=[{data}]", "model_overrides.state_dim=0", "aux_state.keys=[]",
+                                              "levers.state_teacher_forcing=0.5"])
+    with pytest.raises(TrainConfigError, match="levers.state_teacher_forcing"):
+        plan_run(cfg)

@@ -31,7 +31,7 @@ DEFAULT_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 
 # Training-only levers that earlier versions kept in the model config; they now live in the training config
 # (`vla.training.config.LeverConfig`) and the model config describes only the model a checkpoint runs.
-TRAINING_LEVER_KEYS = ("wrist_dropout", "proprio_dropout", "noise_draws_per_obs")
+TRAINING_LEVER_KEYS = ("wrist_dropout", "proprio_dropout", "noise_draws_per_obs", "state_teacher_forcing")
 
 
 class ConfigError(ValueError):

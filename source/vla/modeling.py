@@ -312,6 +312,11 @@ class VLAModel(nn.Module):
             aux_loss = self.state_probe.loss(memory, self.context_token_mask(memory_mask), _tensor(state, self.device))
         if estimate is not None:  # the expert acts on the estimate; only the state loss trains the state head
             estimate = estimate.detach()
+            p = self.levers.state_teacher_forcing
+            if self.training and p > 0 and state is not None:  # some samples: the recorded state instead
+                truth = self.state_head.normalize(_tensor(state, self.device)).to(estimate.dtype)
+                forced = torch.rand(b, 1, device=self.device) < p
+                estimate = torch.where(forced, truth, estimate)
         memory_mask = self._drop_wrist_tokens(memory_mask)
         if self.training and self.levers.proprio_dropout > 0:  # normalised 0 = the dataset mean
             keep = torch.rand(b, 1, device=self.device) >= self.levers.proprio_dropout
@@ -377,8 +382,10 @@ class VLAModel(nn.Module):
                 raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
             x0 = noise.to(self.device, expert_dtype)
 
+            cond = self.expert.condition(proprio, memory, memory_mask, estimate)  # once per chunk, not per step
+
             def velocity(x, t):
-                return self.expert(x, t, proprio, memory, memory_mask, estimate)
+                return self.expert.velocity(x, t, cond)
 
             chunk = euler_sample(velocity, x0, num_steps or self.cfg.flow_steps)
             return self.normalizer.denormalize("action", chunk)

@@ -12,6 +12,7 @@ than the residual stream and ignores the images).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +47,18 @@ class Attention(nn.Module):
         self.kv_proj = nn.Linear(d_model, 2 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head keys and values of `context`, (B, heads, M, d_head) each."""
+        b, m, _ = context.shape
+        k, v = self.kv_proj(context).view(b, m, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Attend from `x` to `context`, or to its precomputed `keys_values` `kv` (the same numbers)."""
         b, n, d = x.shape
         q = self.q_proj(x).view(b, n, self.heads, -1).transpose(1, 2)
-        k, v = self.kv_proj(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        k, v = kv if kv is not None else self.keys_values(context)
         mask = None if context_mask is None else context_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
@@ -67,11 +76,16 @@ class ExpertBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(approximate="tanh"),
                                 nn.Dropout(dropout), nn.Linear(ff_mult * d_model, d_model))
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+    def memory_keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention's keys and values of the (normed) memory: fixed for a whole chunk's sampling."""
+        return self.cross_attn.keys_values(self.norm_memory(memory))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None, memory_mask: torch.Tensor,
+                memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         h = self.norm_self(x)
         x = x + self.self_attn(h, h)
-        h, m = self.norm_cross(x), self.norm_memory(memory)
-        x = x + self.cross_attn(h, m, memory_mask)
+        kv = memory_kv if memory_kv is not None else self.memory_keys_values(memory)
+        x = x + self.cross_attn(self.norm_cross(x), None, memory_mask, kv=kv)
         return x + self.ff(self.norm_ff(x))
 
 
@@ -91,21 +105,43 @@ class ActionExpert(nn.Module):
         self.norm_out = nn.LayerNorm(d_model)
         self.velocity_out = nn.Linear(d_model, action_dim)
 
-    def forward(self, noisy_actions: torch.Tensor, t: torch.Tensor, proprio: torch.Tensor,
-                memory: torch.Tensor, memory_mask: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
-        """noisy_actions (B,Q,A), t (B,), proprio (B,P) normalised, memory (B,M,d), memory_mask (B,M) bool,
-        state (B,S) normalised object-state estimate (only with `state_dim` > 0) -> velocity (B,Q,A)."""
-        # Flow time and its sinusoidal embedding in float32; the time MLP gets its weights' dtype (a no-op
-        # for a float32 head, autocast or not; bf16 for a model cast to bf16).
-        emb = timestep_embedding(t.float(), self.d_model)
-        time = self.time_in(emb.to(self.time_in[0].weight.dtype))[:, None]
-        actions = self.queries + self.action_in(noisy_actions)
+    def condition(self, proprio: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor,
+                  state: torch.Tensor | None = None) -> ExpertCondition:
+        """Everything of a forward pass that does not depend on the noisy actions or the flow time: the
+        proprio (and state) tokens and every block's memory keys and values. Sampling a chunk computes it
+        once and reuses it for all its Euler steps (the same numbers as recomputing them each step)."""
         tokens = [self.proprio_in(proprio)[:, None]]
         if self.state_in is not None:
             if state is None:
                 raise ValueError("this action expert reads an object-state estimate (state_dim > 0); pass state=")
             tokens.append(self.state_in(state.to(proprio.dtype))[:, None])
-        x = torch.cat([*tokens, actions], dim=1) + time
-        for block in self.blocks:
-            x = block(x, memory, memory_mask)
-        return self.velocity_out(self.norm_out(x[:, len(tokens):]))
+        kv = [block.memory_keys_values(memory) for block in self.blocks]
+        return ExpertCondition(torch.cat(tokens, dim=1), memory_mask, kv)
+
+    def velocity(self, noisy_actions: torch.Tensor, t: torch.Tensor, cond: ExpertCondition) -> torch.Tensor:
+        """The flow velocity (B,Q,A) at `noisy_actions` (B,Q,A) and flow time `t` (B,) under `condition`'s output."""
+        # Flow time and its sinusoidal embedding in float32; the time MLP gets its weights' dtype (a no-op
+        # for a float32 head, autocast or not; bf16 for a model cast to bf16).
+        emb = timestep_embedding(t.float(), self.d_model)
+        time = self.time_in(emb.to(self.time_in[0].weight.dtype))[:, None]
+        actions = self.queries + self.action_in(noisy_actions)
+        x = torch.cat([cond.prefix, actions], dim=1) + time
+        for block, kv in zip(self.blocks, cond.memory_kv, strict=True):
+            x = block(x, None, cond.memory_mask, memory_kv=kv)
+        return self.velocity_out(self.norm_out(x[:, cond.prefix.shape[1]:]))
+
+    def forward(self, noisy_actions: torch.Tensor, t: torch.Tensor, proprio: torch.Tensor,
+                memory: torch.Tensor, memory_mask: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """noisy_actions (B,Q,A), t (B,), proprio (B,P) normalised, memory (B,M,d), memory_mask (B,M) bool,
+        state (B,S) normalised object-state estimate (only with `state_dim` > 0) -> velocity (B,Q,A)."""
+        return self.velocity(noisy_actions, t, self.condition(proprio, memory, memory_mask, state))
+
+
+@dataclass
+class ExpertCondition:
+    """`ActionExpert.condition`'s output: the prefix tokens (proprio, state), the memory mask and each block's
+    memory keys/values."""
+
+    prefix: torch.Tensor
+    memory_mask: torch.Tensor
+    memory_kv: list[tuple[torch.Tensor, torch.Tensor]]

@@ -62,6 +62,7 @@ class LeverConfig:
     wrist_dropout: float = 0.0  # share of samples whose wrist-view tokens are hidden: the context view must count
     proprio_dropout: float = 0.0  # share of samples whose proprio is its mean: state must come from the images
     noise_draws_per_obs: int = 1  # flow noise/time draws per VLM forward (LoRA: the VLM dominates a step)
+    state_teacher_forcing: float = 0.0  # share of samples whose expert reads the recorded state, not the estimate
 
 
 @dataclass
@@ -143,7 +144,7 @@ class TrainConfig:
             raise bad("ema.decay", f"must be in (0, 1), got {self.ema.decay}")
         if self.aux_state.weight < 0:
             raise bad("aux_state.weight", f"must be >= 0, got {self.aux_state.weight}")
-        for key in ("wrist_dropout", "proprio_dropout"):
+        for key in ("wrist_dropout", "proprio_dropout", "state_teacher_forcing"):
             if not 0.0 <= getattr(self.levers, key) < 1.0:
                 raise bad(f"levers.{key}", f"must be in [0, 1), got {getattr(self.levers, key)}")
         if self.levers.noise_draws_per_obs < 1:

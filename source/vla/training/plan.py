@@ -81,6 +81,11 @@ def plan_run(cfg: TrainConfig, resume: bool | str | None = None) -> RunPlan:
             f"levers.wrist_dropout needs conditioning image_tokens (it hides the wrist view's image tokens); "
             f"model '{model_cfg.preset}' uses {model_cfg.conditioning}: set levers.wrist_dropout=0"
         )
+    if cfg.levers.state_teacher_forcing and not model_cfg.state_dim:
+        raise TrainConfigError(
+            f"levers.state_teacher_forcing feeds the expert the recorded state in place of the state head's estimate; "
+            f"model '{model_cfg.preset}' has no state head: set model_overrides.state_dim or levers.state_teacher_forcing=0"
+        )
     if cfg.aux_state.keys:
         _check_aux_keys(cfg, model_cfg)
     elif model_cfg.state_dim:
