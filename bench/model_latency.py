@@ -61,6 +61,19 @@ def median_ms(fn, reps: int, warmup: int = 2) -> float:
     return statistics.median(times) * 1e3
 
 
+def paired_ms(fa, fb, reps: int, warmup: int = 1) -> tuple[float, float]:
+    """Medians of two functions timed in alternation (A B, B A, ...): a busy machine slows both alike."""
+    for _ in range(warmup):
+        fa(), fb()
+    ta, tb = [], []
+    for i in range(reps):
+        for f, out in ((fa, ta), (fb, tb)) if i % 2 == 0 else ((fb, tb), (fa, ta)):
+            t0 = time.perf_counter()
+            f()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions per figure (median reported)")
@@ -114,6 +127,49 @@ def main() -> None:
 
         static = StaticPredictor(model, batch_size=1)
         r["static_10"] = median_ms(lambda: static(*one, num_steps=10), args.reps)
+
+        # the expert's memory side (norm, keys, values) and prefix tokens: once per chunk vs every Euler step
+        from vla.model.flow_matching import euler_sample
+
+        for b in (1, 32):
+            memory, mmask = model.project(feats.expand(b, -1, -1), mask.expand(b, -1))
+            p = model.normalizer.normalize("proprio", torch.as_tensor(proprio[:1]).expand(b, -1))
+            est = model._state_estimate(memory, mmask, p)
+            noise = torch.randn(b, cfg.num_queries, cfg.action_dim)
+
+            def once(memory=memory, mmask=mmask, p=p, est=est, noise=noise):
+                cond = model.expert.condition(p, memory, mmask, est)
+                return euler_sample(lambda x, t: model.expert.velocity(x, t, cond), noise, 10)
+
+            def every(memory=memory, mmask=mmask, p=p, est=est, noise=noise):
+                return euler_sample(lambda x, t: model.expert(x, t, p, memory, mmask, est), noise, 10)
+
+            r[f"sample_every_b{b}"], r[f"sample_once_b{b}"] = paired_ms(every, once, 2 * args.reps + 1)
+
+    # the conditioning report (diagnose_vla.py, the trainer's validation): the vision tower once per distinct
+    # image vs once per variant (six variants: original, three image swaps, another instruction, blanked)
+    import vla.eval.conditioning as cond_mod
+
+    n_rep = 32
+    rep_batch = {"context_image": rng.integers(0, 256, (n_rep, 64, 64, 3), dtype=np.uint8),
+                 "wrist_image": rng.integers(0, 256, (n_rep, 64, 64, 3), dtype=np.uint8),
+                 "instruction": ["lift the red cube"] * n_rep,
+                 "proprio": rng.normal(size=(n_rep, 27)).astype(np.float32),
+                 "actions": rng.normal(size=(n_rep, 16, 7)).astype(np.float32)}
+    blank = (np.full((64, 64, 3), 100, np.uint8), np.full((64, 64, 3), 110, np.uint8))
+    report_reps = max(3, args.reps // 2)
+
+    cached_vision = cond_mod._Predictor._vision
+
+    def report(cache: bool):
+        cond_mod._Predictor._vision = cached_vision if cache else (
+            lambda self, inputs, c, w: model.image_embeds(inputs["pixel_values"], inputs["image_grid_thw"]))
+        try:
+            return cond_mod.conditioning_report(model, rep_batch, blank_images=blank)
+        finally:
+            cond_mod._Predictor._vision = cached_vision
+
+    r["report_uncached"], r["report_cached"] = paired_ms(lambda: report(False), lambda: report(True), report_reps)
     tokens = int(batched_inputs["attention_mask"][0].sum())
 
     md = f"""## Model latency (`bench/model_latency.py`)
@@ -140,6 +196,18 @@ VLM encode alone at batch 1: {r['encode_b1']:.1f} ms. Default is 10 steps (legac
 Static-shape path (`StaticPredictor`, prompt padded to {static.prompt_len} tokens, no CUDA graphs on the CPU),
 batch 1, 10 steps: {r['static_10']:.1f} ms vs eager {r['predict_10']:.1f} ms (on the CPU it only saves the
 per-call rope index and mask work; the launch overhead CUDA graphs remove exists on a GPU only).
+
+| sampling a chunk, 10 Euler steps | memory keys/values every step (ms) | once per chunk (ms) | every / once |
+|---|---|---|---|
+| batch 1 | {r['sample_every_b1']:.1f} | {r['sample_once_b1']:.1f} | {r['sample_every_b1'] / r['sample_once_b1']:.2f}x |
+| batch 32 | {r['sample_every_b32']:.1f} | {r['sample_once_b32']:.1f} | {r['sample_every_b32'] / r['sample_once_b32']:.2f}x |
+
+`predict_action` computes the expert's memory side (layer norm, cross-attention keys and values) and its prefix
+tokens once per chunk (`ActionExpert.condition`); the chunk is the same to the bit (tests/test_model.py).
+The conditioning report (`diagnose_vla.py`, the trainer's validation) on {n_rep} samples at 64 px with blanked
+images: {r['report_uncached']:.0f} ms with the vision tower run on every variant's images, {r['report_cached']:.0f} ms
+with it run once per distinct image ({r['report_uncached'] / r['report_cached']:.2f}x, the same figures:
+tests/test_conditioning.py); median of {report_reps}.
 
 {gpu_section()}"""
     print(md)
