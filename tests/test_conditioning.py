@@ -142,19 +142,9 @@ def test_diagnose_script_reports_effects_and_errors(repo_root, tmp_path, tiny_ch
 def test_report_encodes_in_chunks_with_the_same_result(monkeypatch):
     """Large batches go through the VLM ENCODE_BATCH samples at a time (a 7B backbone would not take
     hundreds at once); chunking must not change the figures."""
-    import numpy as np
-
     import vla.eval.conditioning as cond
-    from vla.config import load_model_preset
-    from vla.modeling import VLAModel
 
-    torch.manual_seed(0)
-    model = VLAModel(load_model_preset("tiny").replace(image_size=[56, 56]))
-    rng = np.random.default_rng(0)
-    n = 10
-    b = {"context_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
-         "wrist_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
-         "instruction": ["lift the red cube"] * n, "proprio": torch.randn(n, 27), "actions": torch.randn(n, 16, 7)}
+    model, b = _tiny_model_and_batch(10, seed=0)
     whole = conditioning_report(model, b)
     monkeypatch.setattr(cond, "ENCODE_BATCH", 3)
     chunked = conditioning_report(model, b)
@@ -168,16 +158,9 @@ def test_report_runs_the_vision_tower_once_per_distinct_image(monkeypatch):
     import numpy as np
 
     import vla.eval.conditioning as cond
-    from vla.config import load_model_preset
-    from vla.modeling import VLAModel
 
-    torch.manual_seed(0)
-    model = VLAModel(load_model_preset("tiny").replace(image_size=[56, 56]))
-    rng = np.random.default_rng(1)
     n = 8
-    b = {"context_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
-         "wrist_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
-         "instruction": ["lift the red cube"] * n, "proprio": torch.randn(n, 27), "actions": torch.randn(n, 16, 7)}
+    model, b = _tiny_model_and_batch(n, seed=1)
     blank = (np.full((56, 56, 3), 90, np.uint8), np.full((56, 56, 3), 120, np.uint8))
     seen = []
     tower = model.image_embeds
@@ -193,3 +176,19 @@ def test_report_runs_the_vision_tower_once_per_distinct_image(monkeypatch):
     for k in ("image_effect_ratio", "wrist_effect_ratio", "both_images_effect_ratio", "instruction_effect_ratio",
               "proprio_effect_ratio", "val_action_mse", "blank_image_val_action_mse"):
         assert cached[k] == pytest.approx(uncached[k], rel=1e-5, abs=1e-7), k
+
+
+def _tiny_model_and_batch(n: int, seed: int):
+    """A freshly initialised tiny VLAModel (56 px input) and a random n-sample batch with actions."""
+    import numpy as np
+
+    from vla.config import load_model_preset
+    from vla.modeling import VLAModel
+
+    torch.manual_seed(0)
+    model = VLAModel(load_model_preset("tiny").replace(image_size=[56, 56]))
+    rng = np.random.default_rng(seed)
+    b = {"context_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
+         "wrist_image": torch.from_numpy(rng.integers(0, 255, (n, 56, 56, 3), dtype=np.uint8)),
+         "instruction": ["lift the red cube"] * n, "proprio": torch.randn(n, 27), "actions": torch.randn(n, 16, 7)}
+    return model, b

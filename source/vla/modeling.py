@@ -307,16 +307,16 @@ class VLAModel(nn.Module):
         aux_loss, state = None, batch.get("aux_state")
         estimate = self._state_estimate(memory, memory_mask, proprio)
         if self.state_head is not None and state is not None:
-            aux_loss = nn.functional.mse_loss(estimate.float(), self.state_head.normalize(_tensor(state, self.device)))
+            state_target = self.state_head.normalize(_tensor(state, self.device))
+            aux_loss = nn.functional.mse_loss(estimate.float(), state_target)
         elif self.state_probe is not None and state is not None:
             aux_loss = self.state_probe.loss(memory, self.context_token_mask(memory_mask), _tensor(state, self.device))
         if estimate is not None:  # the expert acts on the estimate; only the state loss trains the state head
             estimate = estimate.detach()
             p = self.levers.state_teacher_forcing
             if self.training and p > 0 and state is not None:  # some samples: the recorded state instead
-                truth = self.state_head.normalize(_tensor(state, self.device)).to(estimate.dtype)
                 forced = torch.rand(b, 1, device=self.device) < p
-                estimate = torch.where(forced, truth, estimate)
+                estimate = torch.where(forced, state_target.to(estimate.dtype), estimate)
         memory_mask = self._drop_wrist_tokens(memory_mask)
         if self.training and self.levers.proprio_dropout > 0:  # normalised 0 = the dataset mean
             keep = torch.rand(b, 1, device=self.device) >= self.levers.proprio_dropout
