@@ -325,7 +325,7 @@ def test_dart_recording_labels_are_the_clean_expert_actions(tmp_path):
         closes = np.nonzero((label[1:, 6] < 0) & (label[:-1, 6] > 0))[0] + 1
         assert len(closes) == 2 and valid[closes[0]] == 0 and valid[closes[1]] == 1  # the miss, then the grasp
     proc = _script("record_demos.py", "--task", "Stack-Cube", "--output", str(tmp_path / "s.hdf5"),
-                   "--miss_prob", "0.3", timeout=180)
+                   "--miss_prob", "1.5", timeout=180)
     assert proc.returncode == 2 and "--miss_prob" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
     proc = _script("replay_demos.py", "--dataset", str(out), "--strict")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -105,7 +105,7 @@ class ScriptedExpert:
         miss_prob: share of episodes whose first grasp misses on purpose: the hand descends to a point
             3-5 cm beside the cube (random direction), closes, lifts until the cube is 5-15 cm away, then
             recovers like after any lost grasp. ``label_valid`` is False from that descent until the
-            recovery starts (Lift-Cube only; 0 = never).
+            recovery starts (0 = never). On Stack-Cube it is the episode's first grasp, of the first cube to place.
     """
 
     def __init__(self, env, noise_std: float = 0.0, generator: torch.Generator | None = None,
@@ -147,8 +147,6 @@ class ScriptedExpert:
         self.grasp_yaw = torch.zeros(n, device=self.device)  # hand yaw chosen for the grasp (mod 180 deg)
         self._cubes = {name: env.scene[name] for name in cfg.cube_names}
         self._ee = env.scene["ee_frame"]
-        if self.miss_prob > 0 and self.task != "lift":
-            raise ExpertError("ScriptedExpert: miss_prob (staged grasp misses) is implemented for Lift-Cube only")
         self.label_actions: torch.Tensor | None = None  # the last call's clean (noise-free) actions
         # staged misses: per env, whether this episode's first grasp misses, by how much, and when it is noticed
         self.miss_pending = torch.zeros(n, dtype=torch.bool, device=self.device)  # not staged yet this episode

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--miss_prob", type=float, default=0.0,
-        help="Lift-Cube, scripted expert: share of demos whose first grasp misses on purpose (3-5 cm beside the "
+        help="scripted expert: share of demos whose first grasp misses on purpose (3-5 cm beside the "
         "cube) and is then recovered; the miss's steps are marked in `label_valid` and left out of the "
         "training loss, so the demos teach recovering from a missed grasp (default 0)",
     )
@@ -131,9 +131,9 @@ def run(args: argparse.Namespace) -> int:
         args.visualizer = args.visualizer or ["kit"]  # the keyboard listens to Kit's window
     if not 0.0 <= args.miss_prob <= 1.0:
         raise recording.RecordingError(f"--miss_prob {args.miss_prob}: must be in [0, 1] (a share of the demos)")
-    if args.miss_prob > 0 and (args.expert != "scripted" or not task.startswith("Lift-Cube")):
+    if args.miss_prob > 0 and args.expert != "scripted":
         raise recording.RecordingError(
-            f"--miss_prob stages grasp misses with the scripted Lift-Cube expert; got --expert {args.expert} on {task}")
+            f"--miss_prob stages grasp misses with the scripted expert; got --expert {args.expert}")
     rl_policy = None
     if (args.expert == "rl") != (args.expert_checkpoint is not None):
         raise recording.RecordingError("--expert rl and --expert_checkpoint PATH go together (a train_expert.py run)")
