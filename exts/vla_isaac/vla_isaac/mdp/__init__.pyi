@@ -1,4 +1,6 @@
 __all__ = [
+    "ControlStepDifferentialIKAction",
+    "ControlStepDifferentialIKActionCfg",
     "cube_orientations",
     "cube_pos_rel_ee",
     "cube_positions",
@@ -13,6 +15,7 @@ __all__ = [
     "randomize_joint_by_gaussian_offset",
 ]
 
+from .actions import ControlStepDifferentialIKAction, ControlStepDifferentialIKActionCfg
 from .events import refresh_kinematics
 from .observations import cube_orientations, cube_pos_rel_ee, cube_positions, lift_target_height
 from .rewards import cube_goal_height, cube_held, cube_lifted, ee_cube_distance
