@@ -5,7 +5,7 @@ control step here). On the CPU that is 41% of an env step: dozens of small torch
 Jacobian, pose error, damped least squares). :class:`ControlStepDifferentialIKAction` solves once, on the first
 substep of each control step, and holds that joint target over the others, as a 20 Hz task-space controller on
 a real arm would. The relative command and the controller are Isaac Lab's, unchanged; only when it is solved
-differs. Same scripted-expert success and episode lengths; 1.57x the env steps per second on the CPU
+differs. Same scripted-expert success and episode lengths; 1.4-1.7x the env steps per second on the CPU
 (docs/benchmarks.md, "Solving the arm's IK once per control step").
 """
 

@@ -4,7 +4,7 @@ Actions (7) follow Isaac Lab's Franka IK-Rel stack env: a relative pose delta of
 (dx, dy, dz, droll, dpitch, dyaw; differential IK, damped least squares, scale 0.5, tool-centre offset)
 and a binary gripper command (>= 0 opens, < 0 closes). The IK is solved once per 20 Hz control step and its
 joint target held over the physics substeps (:mod:`vla_isaac.mdp.actions`; Isaac Lab's term re-solves at
-every substep, 1.57x slower env steps on the CPU for the same expert success).
+every substep: 1.4-1.7x slower env steps on the CPU for the same expert success).
 """
 
 from __future__ import annotations
