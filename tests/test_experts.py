@@ -48,56 +48,45 @@ def test_expert_actions_match_the_action_space(env):
     assert expert.phase_names == ["approach"] and int(expert.subtask[0]) == 0
 
 
+def _episode(env, expert, obs):
+    """Run one episode of env 0: per step the label's validity and the gripper command; success; the next obs."""
+    valid, gripper, success = [], [], False
+    for _ in range(int(env.max_episode_length)):
+        actions = expert(obs)
+        valid.append(bool(expert.label_valid[0]))
+        gripper.append(float(actions[0, 6]))
+        obs, _, terminated, truncated, _ = env.step(actions)
+        if bool(terminated[0] | truncated[0]):
+            success = bool(env.termination_manager.get_term("success")[0])
+            break
+    g = torch.tensor(gripper)
+    closes = (((g[1:] < 0) & (g[:-1] > 0)).nonzero().flatten() + 1).tolist()  # steps where the gripper closes
+    return torch.tensor(valid), g, closes, success, obs
+
+
 def test_staged_miss_is_recovered_and_marked(env):
     """miss_prob=1: the first grasp misses (the hand closes beside the cube), the expert goes back and lifts the
-    cube anyway, and exactly the miss's steps are marked invalid (a contiguous run that starts with the
-    descent and ends before the gripper opens again)."""
+    cube anyway (Stack-Cube: and stacks both cubes), and exactly the miss's steps are marked invalid (a contiguous
+    run that starts with the descent and ends before the recovery)."""
     from vla_isaac.experts import ScriptedExpert
 
     with pytest.raises(ValueError, match="miss_prob"):
         ScriptedExpert(env, miss_prob=1.5)
     expert = ScriptedExpert(env, generator=torch.Generator().manual_seed(0), miss_prob=1.0)
-    if expert.task == "stack":  # the first grasp of the first cube misses; the expert recovers and stacks both
-        obs, _ = env.reset(seed=5)
-        valid, gripper, success = [], [], False
-        for _ in range(int(env.max_episode_length)):
-            actions = expert(obs)
-            valid.append(bool(expert.label_valid[0]))
-            gripper.append(float(actions[0, 6]))
-            obs, _, terminated, truncated, _ = env.step(actions)
-            if bool(terminated[0] | truncated[0]):
-                success = bool(env.termination_manager.get_term("success")[0])
-                break
-        assert success, "the stack expert did not recover from its staged miss"
-        g, v = torch.tensor(gripper), torch.tensor(valid)
-        closes = (((g[1:] < 0) & (g[:-1] > 0)).nonzero().flatten() + 1).tolist()
-        assert len(closes) >= 3, f"a missed grasp and two cubes' grasps expected, gripper closed at {closes}"
-        assert not v[closes[0]] and all(v[c] for c in closes[1:]), "only the staged miss may be masked"
-        invalid = (~v).nonzero().flatten()
-        assert int(invalid[-1] - invalid[0]) + 1 == len(invalid)  # one contiguous run ...
-        assert closes[0] <= int(invalid[-1]) < closes[1]  # ... that ends before the recovery's grasp
-        return
     obs, _ = env.reset(seed=5)
-    for episode in range(2):
-        valid, gripper, success = [], [], False
-        for _ in range(int(env.max_episode_length)):
-            actions = expert(obs)
-            valid.append(bool(expert.label_valid[0]))
-            gripper.append(float(actions[0, 6]))
-            obs, _, terminated, truncated, _ = env.step(actions)
-            if bool(terminated[0] | truncated[0]):
-                success = bool(env.termination_manager.get_term("success")[0])
-                break
+    for episode in range(2 if expert.task == "lift" else 1):
+        v, g, closes, success, obs = _episode(env, expert, obs)
         assert success, f"episode {episode}: the expert did not recover from its staged miss"
-        g = torch.tensor(gripper)
-        closes = int(((g[1:] < 0) & (g[:-1] > 0)).sum())
-        assert closes == 2, f"episode {episode}: expected a missed grasp and a second one, gripper closed {closes}x"
-        v = torch.tensor(valid)
         invalid = (~v).nonzero().flatten()
         assert len(invalid) > 0 and int(invalid[-1] - invalid[0]) + 1 == len(invalid)  # one contiguous run
-        first_close = int(((g[1:] < 0) & (g[:-1] > 0)).nonzero()[0]) + 1
-        assert invalid[0] < first_close <= invalid[-1]  # the missed close is inside the run ...
-        assert bool(v[-1]) and g[int(invalid[-1]) + 1] > 0  # ... and the recovery (gripper open) is learned
+        assert invalid[0] < closes[0] <= invalid[-1]  # the missed close is inside the run ...
+        assert all(bool(v[c]) for c in closes[1:]), f"episode {episode}: only the staged miss may be masked"
+        if expert.task == "lift":
+            assert len(closes) == 2, f"episode {episode}: expected a missed grasp and a second one, closes at {closes}"
+            assert bool(v[-1]) and g[int(invalid[-1]) + 1] > 0  # ... and the recovery (gripper open) is learned
+        else:  # a missed grasp, then (after any failed re-grasps) the grasps that carry both cubes
+            assert len(closes) >= 3, f"a missed grasp and two cubes' grasps expected, gripper closed at {closes}"
+            assert int(invalid[-1]) < closes[1]  # the run ends before the recovery's grasp
 
 
 def test_the_arm_ik_is_solved_once_per_control_step(env):
