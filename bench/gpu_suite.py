@@ -5,8 +5,9 @@ from the config written in `vla.backbone.shapes`; latency and memory do not depe
 bf16, sdpa, LoRA r 16 as the preset configures, two 224x224 views + "lift the red cube":
 
 1. per-chunk latency (processor step included) at batch 1 and 8: eager `predict_action` vs
-   `StaticPredictor` (static shapes + CUDA graphs for the LM forward and one expert step), 10 vs 100
-   flow steps; and the static path's deviation from eager;
+   `StaticPredictor` (static shapes + CUDA graphs for the vision tower, the LM forward and one expert
+   step), 10 vs 100 flow steps; the static path's deviation from eager; and each recorded body's
+   replay time alone (where a chunk's time goes);
 2. LoRA training (r 16 + projector + expert, AdamW, bf16 autocast, the preset's noise draws):
    samples/s and peak memory at batch 8 and 16, with and without cached vision features and
    gradient checkpointing;
@@ -153,7 +154,7 @@ def latency(model, budget: Budget, batches=(1, 8), reps: int = 10) -> list[dict]
 
     from vla.model.static import StaticPredictor
 
-    rows = []
+    rows, stage_rows = [], []
     for batch_size in batches:
         ctx, wrist, proprio = _obs(batch_size)
         instr = [INSTRUCTION] * batch_size
@@ -171,6 +172,14 @@ def latency(model, budget: Budget, batches=(1, 8), reps: int = 10) -> list[dict]
             predictor, capture_s, static_out = None, None, None
             rows.append({"batch": batch_size, "static_error": f"{type(exc).__name__}: {exc}"[:300]})
         eager_out = model.predict_action(ctx, wrist, instr, proprio, noise=noise)
+        if predictor is not None:  # where a static chunk's time goes: each recorded body replayed alone
+            stages = {"batch": batch_size, "processor_ms": round(processor_ms, 2)}
+            for stage, graph, body in (("vision_ms", "_vision_graph", predictor._vision_body),
+                                       ("language_model_ms", "_lm_graph", predictor._lm_body),
+                                       ("expert_step_ms", "_step_graph", predictor._step_body)):
+                stages[stage] = round(_median_ms(lambda g=graph, b=body: predictor._run(g, b), reps), 2)
+            stage_rows.append(stages)
+            print(f"[gpu_suite] stages {stages}", flush=True)
         deviation = None
         if static_out is not None:
             deviation = float((static_out - eager_out).abs().mean() / eager_out.abs().mean())
@@ -193,7 +202,7 @@ def latency(model, budget: Budget, batches=(1, 8), reps: int = 10) -> list[dict]
         del predictor
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
-    return rows
+    return rows, stage_rows
 
 
 # ---------------------------------------------------------------------------------------------- simulation
@@ -276,12 +285,21 @@ def markdown(result: dict) -> str:
     devs = [r[key] for r in result["latency"] if key in r]
     if devs:
         lines += ["", f"Static path vs eager, same noise: mean |difference| / mean |action| = {max(devs):.4f} (bf16)."]
+    if result.get("stages"):
+        lines += ["", "Where a static chunk's time goes (each recorded body replayed alone, ms; a chunk is the processor "
+                  "step, one vision and one language-model replay, then one expert replay per flow step):", "",
+                  "| batch | processor step | vision tower | language model | one expert step |", "|---|---|---|---|---|"]
+        lines += [f"| {r['batch']} | {r['processor_ms']} | {r['vision_ms']} | {r['language_model_ms']} | "
+                  f"{r['expert_step_ms']} |" for r in result["stages"]]
     lines += ["", "| LoRA training, batch | cached vision features | gradient checkpointing | samples/s "
               "| peak memory |", "|---|---|---|---|---|"]
     for r in result["training"]:
         lines.append(f"| {r['batch']} | {'yes' if r['cached_vision'] else 'no'} | "
                      f"{'yes' if r['gradient_checkpointing'] else 'no'} | {_fmt(r, 'samples_per_s')} | "
                      f"{_fmt(r, 'peak_gb', ' GB')} |")
+    if not result["simulation"]:
+        lines += ["", "MJWarp on CUDA: not run in this measurement (`--skip simulation`)."]
+        return "\n".join(lines) + "\n"
     lines += ["", "| MJWarp on CUDA, Lift-Cube, two 64x64 cameras | env-steps/s |", "|---|---|"]
     for r in result["simulation"]:
         lines.append(f"| {r['num_envs']} envs | {_fmt(r, 'env_steps_per_s')} |")
@@ -306,7 +324,7 @@ def smoke_cpu() -> int:
                               "transformers": "-", "cuda": "-", "date": time.strftime("%Y-%m-%d")}}
     result["training"] = training(model, budget, batches=(2,), steps=1)
     model.requires_grad_(False)
-    result["latency"] = latency(model, budget, batches=(1, 2), reps=1)
+    result["latency"], result["stages"] = latency(model, budget, batches=(1, 2), reps=1)
     result["simulation"] = []
     result["seconds"] = 0.0
     print(markdown(result))
@@ -347,7 +365,8 @@ def main(argv=None) -> int:
     budget = Budget(args.budget_s)
     props = torch.cuda.get_device_properties(0)
     result = {
-        "command": "python bench/gpu_suite.py" + (f" --preset {args.preset}" if args.preset != "qwen2.5-vl-7b" else ""),
+        "command": "python bench/gpu_suite.py" + (f" --preset {args.preset}" if args.preset != "qwen2.5-vl-7b" else "")
+                   + (f" --skip {' '.join(args.skip)}" if args.skip else ""),
         "environment": {"gpu": torch.cuda.get_device_name(0), "gpu_memory_gb": round(props.total_memory / 2**30),
                         "torch": torch.__version__, "transformers": transformers.__version__,
                         "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%d")},
@@ -366,7 +385,7 @@ def main(argv=None) -> int:
     result["training"] = [] if "training" in args.skip else training(model, budget)
     model.to(torch.bfloat16)  # inference: the whole model in bf16 (norm stats stay float32)
     model.requires_grad_(False)
-    result["latency"] = [] if "latency" in args.skip else latency(model, budget)
+    result["latency"], result["stages"] = ([], []) if "latency" in args.skip else latency(model, budget)
     del model
     torch.cuda.empty_cache()
     result["simulation"] = [] if "simulation" in args.skip else simulation(budget)

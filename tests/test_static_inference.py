@@ -35,7 +35,8 @@ def _model(preset: str, device: str = "cpu", **overrides) -> VLAModel:
 
 @pytest.mark.parametrize("preset,overrides", [("tiny", {}), ("tiny", {"conditioning": "all_tokens"}),
                                               ("tiny-lora", {}), ("tiny", {"conditioning": "last_token"}),
-                                              ("tiny", {"conditioning": "image_and_text_tokens"})])
+                                              ("tiny", {"conditioning": "image_and_text_tokens"}),
+                                              ("tiny", {"image_size": [224, 224]})])  # 4 attention windows per view
 def test_static_path_equals_eager_on_the_cpu(preset, overrides):
     model = _model(preset, **overrides)
     predictor = StaticPredictor(model, batch_size=2)
@@ -48,7 +49,7 @@ def test_static_path_equals_eager_on_the_cpu(preset, overrides):
         static = predictor(ctx, wrist, instr, proprio, noise=noise)
         torch.testing.assert_close(static, eager, atol=2e-5, rtol=1e-5)
     # the static memory is wider than eager for all_tokens (padding slots masked off), never narrower
-    assert predictor.memory.shape[1] == {"image_tokens": 32, "all_tokens": predictor.prompt_len,
+    assert predictor.memory.shape[1] == {"image_tokens": predictor.image_tokens, "all_tokens": predictor.prompt_len,
                                          "image_and_text_tokens": predictor.prompt_len,
                                          "last_token": 1}[model.cfg.conditioning]
 

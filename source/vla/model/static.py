@@ -8,9 +8,11 @@ on arithmetic. `StaticPredictor` fixes every shape so that the work can be recor
 - what depends only on the prompt (Qwen's 3-D rope positions, a per-sample Python loop; the causal
   mask; where the image tokens go; which tokens the expert reads) is computed once per distinct
   prompt, not per chunk;
-- on CUDA (`graphs=True`) the language model forward (with the token selection and the projector) and
-  one flow-expert step are each captured in a `torch.cuda.CUDAGraph` and replayed; the vision tower
-  runs eagerly (its window indices are built on the CPU per call, which a graph cannot capture).
+- what depends only on the image grid (the vision tower's patch positions, window order and attention
+  boundaries, which transformers builds with Python loops and device-to-host reads on every call) is
+  computed once and passed to the tower precomputed, the boundaries kept on the host;
+- on CUDA (`graphs=True`) the vision tower, the language model forward (with the token selection and the
+  projector) and one flow-expert step are each captured in a `torch.cuda.CUDAGraph` and replayed.
 
 On the CPU the same path runs without graphs and equals the eager `predict_action` (tested); on CUDA
 `tests/test_static_inference.py` checks graph replay against eager within bf16 tolerance.
@@ -86,7 +88,30 @@ class StaticPredictor:
                       if self.model.state_head is not None else None)  # the state head's estimate, once per chunk
         self.masks: dict[str, torch.Tensor | None] = {}
         self._prompt_key: bytes | None = None
-        self._lm_graph = self._step_graph = None  # each with its own memory pool
+        self.pixels: torch.Tensor | None = None  # the processor's patches, allocated at the first call
+        self._grid_key: bytes | None = None
+        self.vision_kw: dict[str, torch.Tensor] = {}
+        self._vision_graph = self._lm_graph = self._step_graph = None  # each with its own memory pool
+
+    # ------------------------------------------------------------------ per image grid
+    def _set_grid(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> None:
+        """The vision tower's grid-only inputs, precomputed (transformers' `vision_utils` takes them as
+        keyword arguments): patch positions and window order on the device, attention boundaries on the
+        host (the sdpa path splits by them with `.tolist()`, a device sync a graph cannot hold)."""
+        from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
+
+        visual = self.core.visual
+        grid = grid_thw.cpu()
+        window_index, cu_window = get_vision_window_index(grid, spatial_merge_size=visual.spatial_merge_size,
+                                                          window_size=visual.window_size,
+                                                          patch_size=visual.patch_size)
+        self.vision_kw = {"position_ids": get_vision_position_ids(grid, visual.spatial_merge_size).to(self.device),
+                          "cu_seqlens": get_vision_cu_seqlens(grid), "window_index": window_index.to(self.device),
+                          "cu_window_seqlens": cu_window}
+        self.grid = grid.to(self.device)
+        if self.pixels is None or self.pixels.shape != pixel_values.shape:
+            self.pixels = torch.zeros(pixel_values.shape, dtype=visual.dtype, device=self.device)
+        self._vision_graph = None  # new inputs: record the graph again
 
     # ------------------------------------------------------------------ per prompt
     def _set_prompt(self, inputs: dict[str, torch.Tensor]) -> None:
@@ -122,7 +147,12 @@ class StaticPredictor:
                 if v is not None:
                     self.masks[k].copy_(v)
 
-    # ------------------------------------------------------------------ the two recorded bodies
+    # ------------------------------------------------------------------ the three recorded bodies
+    def _vision_body(self) -> None:
+        """Patches -> vision tower (precomputed grid inputs) -> merged image embeddings."""
+        out = self.core.visual(self.pixels, grid_thw=self.grid, **dict(self.vision_kw))
+        self.image.copy_(out.pooler_output)
+
     def _lm_body(self) -> None:
         """Token embeddings + image embeddings -> language model -> selected tokens -> projector -> memory."""
         embeds = self.core.get_input_embeddings()(self.ids)
@@ -187,7 +217,12 @@ class StaticPredictor:
             self._set_prompt(inputs)
             self._prompt_key = key
         self.ids.copy_(inputs["input_ids"])
-        self.image.copy_(model.image_embeds(inputs["pixel_values"], inputs["image_grid_thw"]))
+        grid_key = inputs["image_grid_thw"].numpy().tobytes() + str(tuple(inputs["pixel_values"].shape)).encode()
+        if grid_key != self._grid_key:
+            self._set_grid(inputs["pixel_values"], inputs["image_grid_thw"])
+            self._grid_key = grid_key
+        self.pixels.copy_(inputs["pixel_values"])
+        self._run("_vision_graph", self._vision_body)
         self._run("_lm_graph", self._lm_body)
 
         proprio = _tensor(proprio, self.device)
