@@ -149,6 +149,34 @@ def training(model, budget: Budget, batches=(8, 16), steps: int = 5) -> list[dic
 
 
 # ---------------------------------------------------------------------------------------------- latency
+def merged_lora_latency(model, budget: Budget, reps: int = 10) -> dict | None:
+    """A lever, measured last because it changes the weights: the LoRA adapter merged into the backbone
+    (peft's `merge_adapter`) before the static path is recorded, batch 1, 10 flow steps, vs the unmerged
+    static chunk in the same process; the deviation is against the unmerged eager chunk."""
+    import torch
+
+    from vla.model.static import StaticPredictor
+
+    if not hasattr(model.backbone, "merge_adapter") or budget.left() < 30:
+        return None
+    ctx, wrist, proprio = _obs(1)
+    noise = torch.randn(1, model.cfg.num_queries, model.cfg.action_dim, generator=torch.Generator().manual_seed(0))
+    eager_out = model.predict_action(ctx, wrist, [INSTRUCTION], proprio, noise=noise)
+    row = {"batch": 1, "flow_steps": 10}
+    predictor = StaticPredictor(model, batch_size=1, graphs=DEVICE == "cuda")
+    row["unmerged_ms"] = round(_median_ms(lambda: predictor(ctx, wrist, [INSTRUCTION], proprio, noise=noise), reps), 1)
+    del predictor
+    model.backbone.merge_adapter()
+    predictor = StaticPredictor(model, batch_size=1, graphs=DEVICE == "cuda")
+    out = predictor(ctx, wrist, [INSTRUCTION], proprio, noise=noise)
+    row["merged_ms"] = round(_median_ms(lambda: predictor(ctx, wrist, [INSTRUCTION], proprio, noise=noise), reps), 1)
+    row["merged_vs_unmerged_eager_rel_mean_abs_diff"] = round(
+        float((out - eager_out).abs().mean() / eager_out.abs().mean()), 4)
+    del predictor
+    print(f"[gpu_suite] merged LoRA {row}", flush=True)
+    return row
+
+
 def latency(model, budget: Budget, batches=(1, 8), reps: int = 10) -> list[dict]:
     import torch
 
@@ -291,6 +319,12 @@ def markdown(result: dict) -> str:
                   "| batch | processor step | vision tower | language model | one expert step |", "|---|---|---|---|---|"]
         lines += [f"| {r['batch']} | {r['processor_ms']} | {r['vision_ms']} | {r['language_model_ms']} | "
                   f"{r['expert_step_ms']} |" for r in result["stages"]]
+    m = result.get("merged_lora")
+    if m:
+        lines += ["", f"LoRA merged into the weights for inference (`merge_adapter()`, measured last in the same process): "
+                  f"static chunk at batch 1, 10 flow steps, {m['merged_ms']} ms vs {m['unmerged_ms']} ms unmerged "
+                  f"({m['unmerged_ms'] / m['merged_ms']:.2f}x); mean |difference| / mean |action| against the "
+                  f"unmerged eager chunk {m['merged_vs_unmerged_eager_rel_mean_abs_diff']}."]
     lines += ["", "| LoRA training, batch | cached vision features | gradient checkpointing | samples/s "
               "| peak memory |", "|---|---|---|---|---|"]
     for r in result["training"]:
@@ -325,6 +359,7 @@ def smoke_cpu() -> int:
     result["training"] = training(model, budget, batches=(2,), steps=1)
     model.requires_grad_(False)
     result["latency"], result["stages"] = latency(model, budget, batches=(1, 2), reps=1)
+    result["merged_lora"] = merged_lora_latency(model, budget, reps=1)
     result["simulation"] = []
     result["seconds"] = 0.0
     print(markdown(result))
@@ -386,6 +421,7 @@ def main(argv=None) -> int:
     model.to(torch.bfloat16)  # inference: the whole model in bf16 (norm stats stay float32)
     model.requires_grad_(False)
     result["latency"], result["stages"] = ([], []) if "latency" in args.skip else latency(model, budget)
+    result["merged_lora"] = None if "latency" in args.skip else merged_lora_latency(model, budget)
     del model
     torch.cuda.empty_cache()
     result["simulation"] = [] if "simulation" in args.skip else simulation(budget)
