@@ -9,7 +9,7 @@
     evaluate ``scripts/eval_vla.py`` under ``torchrun --nproc_per_node 2`` (a rank per core, seed 100 + 1000 r,
              rank 0 merges the shards), ``--replan_every 4``, 64 px
 
-    python bench/stack_recipe.py                           # ~1 h on 2 cores: 100 demos, 6000 steps, 50 episodes
+    python bench/stack_recipe.py                           # ~1 h on 2 cores: 100 demos, 7500 steps, 50 episodes
     python bench/stack_recipe.py --episodes 20 --diagnosis_samples 256   # shorter
 
 Prints one markdown row (docs/benchmarks.md, "Stack-Cube with the recovery recipe") and writes
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--demos_per_proc", type=int, default=50, help="demos per recording process (2 processes)")
     ap.add_argument("--noise", type=float, default=0.03, help="DART noise on the executed expert command")
     ap.add_argument("--miss_prob", type=float, default=0.3, help="share of demos whose first grasp misses on purpose")
-    ap.add_argument("--steps", type=int, default=6000, help="training steps")
+    ap.add_argument("--steps", type=int, default=7500, help="training steps")
     ap.add_argument("--episodes", type=int, default=50, help="closed-loop episodes (split over 2 ranks)")
     ap.add_argument("--diagnosis_samples", type=int, default=512, help="held-out samples diagnosed (0: all)")
     ap.add_argument("--seed", type=int, default=0)

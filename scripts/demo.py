@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record_procs", type=int, default=2,
                    help="recording processes (one per core), each with its own seed; the files are trained on together")
     p.add_argument("--image_size", type=int, default=64, help="camera resolution (square) for recording and evaluation")
-    p.add_argument("--train_steps", type=int, default=6000, help="training steps of the tiny preset (~4 min)")
+    p.add_argument("--train_steps", type=int, default=7500, help="training steps of the tiny preset (~7 min)")
     p.add_argument("--eval_episodes", type=int, default=50, help="episodes per evaluated policy")
     p.add_argument("--replan_every", type=int, default=4,
                    help="actions executed per predicted 16-step chunk by the VLA policies (4 reacts to the wrist "
