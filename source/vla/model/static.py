@@ -90,7 +90,8 @@ class StaticPredictor:
         self._prompt_key: bytes | None = None
         self.pixels: torch.Tensor | None = None  # the processor's patches, allocated at the first call
         self._grid_key: bytes | None = None
-        self.vision_kw: dict[str, torch.Tensor] = {}
+        self.grid: torch.Tensor | None = None  # image_grid_thw on the device
+        self.vision_kw: dict[str, torch.Tensor] = {}  # the tower's precomputed grid-only inputs
         self._vision_graph = self._lm_graph = self._step_graph = None  # each with its own memory pool
 
     # ------------------------------------------------------------------ per image grid
