@@ -156,3 +156,28 @@ def test_camera_period_renders_on_image_steps_only():
     assert renders == [4, 8, 12]
     with pytest.raises(ValueError, match="image_every"):
         camera_period_s(-1, dt)
+
+
+class SubtaskStubEnv(StubEnv):
+    """The stub with Stack-Cube's ``subtask_terms`` observation group: ``after_5`` turns true on an episode's
+    5th step, ``never`` stays false. Episodes of 3-5 steps end before showing ``after_5`` (the observation
+    after the last step is the next episode's)."""
+
+    def _obs(self):
+        return {"policy": {"t": self.t.clone()},
+                "subtask_terms": {"after_5": (self.t >= 5)[:, None], "never": torch.zeros(self.num_envs, 1)}}
+
+
+@pytest.mark.parametrize("num_envs", [1, 4])
+def test_each_episode_records_the_subtasks_it_reached(num_envs):
+    from vla.eval.metrics import summarize
+
+    res = run_episodes(SubtaskStubEnv(num_envs), zero_controller(num_envs), 40, seed=3, progress=False)
+    assert len(res.episodes) == 40
+    for r in res.episodes:  # a flag seen on a step of the episode, not on the next episode's first observation
+        assert r.extra["subtasks"] == {"after_5": r.length > 5, "never": False}, r
+    summary = summarize(res.episodes)
+    assert summary["subtasks_reached"] == {"after_5": sum(r.length > 5 for r in res.episodes), "never": 0}
+    assert 0 < summary["subtasks_reached"]["after_5"] < 40  # both kinds of episode occurred
+    assert "subtasks_reached" not in summarize(run_episodes(StubEnv(2), zero_controller(2), 4, seed=0,
+                                                            progress=False).episodes)  # tasks without flags

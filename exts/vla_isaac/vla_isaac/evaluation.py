@@ -160,6 +160,19 @@ def camera_frame(obs: dict, env_id: int = 0, keys=("table_cam", "wrist_cam")) ->
     return np.concatenate(imgs, axis=1)
 
 
+def subtask_flags(obs: dict, group: str = "subtask_terms") -> dict[str, torch.Tensor]:
+    """The env's subtask completion flags (Stack-Cube's ``grasp_1``, ``stack_1``, ``grasp_2``), one bool per env,
+    from the observation group Isaac Lab's stack tasks name ``subtask_terms``; empty if the env has none."""
+    terms = obs.get(group) if isinstance(obs, dict) else None
+    if not isinstance(terms, dict):
+        return {}
+    out = {}
+    for name, value in terms.items():
+        v = value.torch if hasattr(value, "torch") else value
+        out[name] = torch.as_tensor(v).detach().reshape(v.shape[0], -1).bool().any(dim=1).cpu()
+    return out
+
+
 @dataclass
 class RunResult:
     episodes: list[EpisodeResult]  # in episode order (see episode_quota)
@@ -190,6 +203,11 @@ def run_episodes(
     is not biased towards short episodes. ``on_episode`` sees episodes as they finish; the result lists
     them in episode order. Videos record env 0 only (its first ``video_episodes`` episodes).
 
+    Where the env observes subtask flags (``subtask_flags``: Stack-Cube's ``grasp_1``, ``stack_1``,
+    ``grasp_2``), each episode's ``extra["subtasks"]`` says which were true on any of its steps, so that a
+    failed multi-stage episode shows where it stalled (the observation after an episode's last step
+    belongs to the next episode, so a flag true only on the last step is not seen; success is its own term).
+
     ``render_on_demand`` sets the cameras' update period from ``controller.image_every``, so they render
     only on the steps the controller reads them (the observations hold the last image in between);
     the controller sees the same images on those steps as with every step rendered. Video recording needs
@@ -204,6 +222,7 @@ def run_episodes(
     quota = torch.tensor(episode_quota(num_episodes, n), dtype=torch.long)
     finished = torch.zeros(n, dtype=torch.long)  # episodes each env finished, counted or not
     lengths = torch.zeros(n, dtype=torch.long)
+    reached: dict[str, torch.Tensor] = {}  # subtask flag -> true on some step of each env's current episode
     results: list[EpisodeResult] = []
     videos: dict[int, list[np.ndarray]] = {}
     recording = video_episodes > 0
@@ -231,6 +250,8 @@ def run_episodes(
             steps += 1
             lengths += 1
             done = (terminated | truncated).cpu()
+            for name, flag in subtask_flags(obs).items():  # done envs' observations are their next episode's
+                reached[name] = reached.get(name, torch.zeros(n, dtype=torch.bool)) | (flag & ~done)
             env0_episode = int(finished[0])
             if recording and env0_episode < video_episodes and not done[0]:
                 f = camera_frame(obs)
@@ -249,7 +270,8 @@ def run_episodes(
                 success = bool(term_vals.get(SUCCESS_TERM, no_success)[i])
                 fired = [name for name in term_names if bool(term_vals[name][i])]
                 outcome = SUCCESS_TERM if success else (fired[0] if fired else "unknown")
-                r = EpisodeResult(k * n + i, i, success, int(lengths[i]), outcome, seed=seed, rank=rank)
+                extra = {"subtasks": {name: bool(v[i]) for name, v in reached.items()}} if reached else {}
+                r = EpisodeResult(k * n + i, i, success, int(lengths[i]), outcome, seed=seed, rank=rank, extra=extra)
                 results.append(r)
                 if on_episode:
                     on_episode(r)
@@ -263,6 +285,8 @@ def run_episodes(
                 elif defer_schedule and env0_episode == video_episodes:
                     schedule.apply()
             lengths[ids] = 0
+            for v in reached.values():
+                v[ids] = False
             controller.reset(ids)
     finally:
         schedule.restore()

@@ -41,13 +41,18 @@ class EpisodeResult:
 
 
 def summarize(results: list[EpisodeResult], **meta) -> dict:
-    """Summary JSON: success rate with its Wilson interval, mean length, outcome counts."""
+    """Summary JSON: success rate with its Wilson interval, mean length, outcome counts and, where the episodes
+    carry subtask flags (multi-stage tasks), how many episodes reached each subtask."""
     n = len(results)
     k = sum(r.success for r in results)
     lo, hi = wilson_interval(k, n)
     outcomes: dict[str, int] = {}
+    subtasks: dict[str, int] = {}
     for r in results:
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+        for name, hit in r.extra.get("subtasks", {}).items():
+            subtasks[name] = subtasks.get(name, 0) + int(bool(hit))
+    extra = {"subtasks_reached": subtasks} if subtasks else {}
     return {
         **meta,
         "num_episodes": n,
@@ -57,4 +62,5 @@ def summarize(results: list[EpisodeResult], **meta) -> dict:
         "mean_episode_length": (sum(r.length for r in results) / n) if n else 0.0,
         "mean_success_length": (sum(r.length for r in results if r.success) / k) if k else None,
         "outcomes": outcomes,
+        **extra,
     }

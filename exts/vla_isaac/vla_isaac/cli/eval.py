@@ -218,6 +218,8 @@ def main(argv=None) -> int:
         f"steps -> {out}"
     )
     print(f"outcomes: {summary['outcomes']}")  # Lift-Cube-Color: success = the named cube, wrong_cube = another
+    if "subtasks_reached" in summary:  # multi-stage tasks: where the failed episodes stalled
+        print(f"subtasks reached (episodes out of {summary['num_episodes']}): {summary['subtasks_reached']}")
     return 0
 
 
