@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
     print("| recipe | success | 95% CI | mean length | image_effect_ratio | wrist_effect_ratio | val MSE (blank) "
           "| MSE / blank | diagnosed samples |\n|---|---|---|---|---|---|---|---|---|\n" + row)
+    if "subtasks_reached" in e:  # where the episodes stalled: grasp_1 (red grasped), stack_1 (red on blue), grasp_2
+        print(f"subtasks reached (episodes out of {n}): {e['subtasks_reached']}")
     print(f"stage seconds: {json.dumps({k: round(v) for k, v in times.items()})}; {run / 'result.json'}")
     return 0
 
