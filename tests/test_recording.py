@@ -323,7 +323,8 @@ def test_dart_recording_labels_are_the_clean_expert_actions(tmp_path):
         valid = demo["label_valid"][:]
         assert valid.shape == (label.shape[0],) and 0 < (valid == 0).sum() < len(valid)
         closes = np.nonzero((label[1:, 6] < 0) & (label[:-1, 6] > 0))[0] + 1
-        assert len(closes) == 2 and valid[closes[0]] == 0 and valid[closes[1]] == 1  # the miss, then the grasp
+        # the miss (masked), then the grasp that lifts; with DART noise a re-grasp can slip and be redone (kept)
+        assert len(closes) >= 2 and valid[closes[0]] == 0 and (valid[closes[1:]] == 1).all(), (closes, valid[closes])
     proc = _script("record_demos.py", "--task", "Stack-Cube", "--output", str(tmp_path / "s.hdf5"),
                    "--miss_prob", "1.5", timeout=180)
     assert proc.returncode == 2 and "--miss_prob" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
