@@ -14,7 +14,7 @@ assets: venv  ## build the offline Franka USD and the tiny Qwen2.5-VL into ~/.ca
 	@$(PY) -m vla_isaac.assets.franka
 	@$(PY) -m vla.backbone.tiny
 
-test: assets  ## full test suite on the CPU (includes slow end-to-end tests; ~25 min on 2 cores)
+test: assets  ## full test suite on the CPU (includes slow end-to-end tests; 16-25 min on 2 cores)
 	$(PY) -m pytest -x -q -rs tests
 
 test-fast: assets  ## skip the slow end-to-end tests
