@@ -177,7 +177,8 @@ def merged_lora_latency(model, budget: Budget, reps: int = 10) -> dict | None:
     return row
 
 
-def latency(model, budget: Budget, batches=(1, 8), reps: int = 10) -> list[dict]:
+def latency(model, budget: Budget, batches=(1, 8), reps: int = 10) -> tuple[list[dict], list[dict]]:
+    """Latency rows (eager vs static, 10 and 100 flow steps) and stage rows (each recorded body replayed alone)."""
     import torch
 
     from vla.model.static import StaticPredictor
